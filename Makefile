@@ -1,0 +1,49 @@
+# Accord: the two commands that matter are `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 5000
+export FLASK_APP := app
+
+.PHONY: install install-test assets run test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# The stamp files make `make run` quick the second time without hiding a changed pyproject.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed assets
+
+install-test: $(VENV)/.installed-test assets
+
+# GOV.UK Frontend comes from npm and is compiled here, never committed.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+app/static/build/accord.css: node_modules/.installed app/static/src/accord.scss
+	npm run --silent build
+
+assets: app/static/build/accord.css
+
+run: install
+	$(BIN)/accord db upgrade
+	$(BIN)/accord seed demo --once
+	$(BIN)/accord serve --port $(PORT)
+
+test: install-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install-test
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) node_modules instance .pytest_cache

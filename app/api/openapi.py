@@ -1,0 +1,31 @@
+"""The API's OpenAPI document settings and the registration of every API blueprint."""
+from __future__ import annotations
+
+from flask import Flask, request
+
+DESCRIPTION = (
+    "Accord's JSON API for partner case-management systems. Authenticate with a bearer token "
+    "(`Authorization: Bearer acc_...`) created by a user of your organisation; the token acts as "
+    "that user and carries scopes (`read`, `check`, `submit`, `transfer`). Every error has the "
+    "same envelope: `{\"error\": {\"code\", \"message\", \"fields\"}}`."
+)
+
+SECURITY_SCHEMES = {
+    "bearerAuth": {"type": "http", "scheme": "bearer", "description": "An Accord API token, acc_..."},
+}
+
+
+def register(app: Flask) -> None:
+    from app.api import auth
+    from app.auth.api import api as auth_api
+    from app.extensions import csrf
+    from app.registry.api import api as registry_api
+
+    for blueprint in (registry_api, auth_api):
+        app.register_api(blueprint)
+        csrf.exempt(blueprint)
+
+    @app.before_request
+    def _authenticate_api() -> None:
+        if request.path.startswith("/api/v1/"):
+            auth.authenticate_request()

@@ -1,0 +1,81 @@
+"""API tokens: shown once, stored as a peppered hash, bound to a user, scoped and expiring."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.audit import service as audit
+from app.auth.models import ApiToken, User
+from app.clock import as_utc
+from app.errors import ValidationFailed
+
+TOKEN_PREFIX = "acc_"
+#: What a token may do; a partner system gets only the scopes it needs.
+SCOPES = ("read", "check", "submit", "transfer")
+MAX_LIFETIME = timedelta(days=366)
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: ApiToken
+    #: The secret, shown once and never stored.
+    plaintext: str
+
+
+def _digest(pepper: str, plaintext: str) -> str:
+    return hmac.new(pepper.encode(), plaintext.encode(), hashlib.sha256).hexdigest()
+
+
+def create_token(
+    session: Session, actor: User | str, user: User, *, name: str, scopes: list[str], lifetime: timedelta,
+    now: datetime, pepper: str,
+) -> IssuedToken:
+    errors: dict[str, str] = {}
+    if not name.strip():
+        errors["name"] = "Enter a name that says what the token is for"
+    if not scopes or any(s not in SCOPES for s in scopes):
+        errors["scopes"] = f"Choose scopes from: {', '.join(SCOPES)}"
+    if lifetime <= timedelta(0) or lifetime > MAX_LIFETIME:
+        errors["expires_in_days"] = "A token must expire within 1 to 366 days"
+    if errors:
+        raise ValidationFailed(errors)
+    public = secrets.token_hex(4)
+    plaintext = f"{TOKEN_PREFIX}{public}_{secrets.token_urlsafe(32)}"
+    token = ApiToken(user=user, name=name.strip(), prefix=public, token_hash=_digest(pepper, plaintext),
+                     scopes=sorted(set(scopes)), expires_at=now + lifetime)
+    session.add(token)
+    session.flush()
+    audit.record(session, action="token.created", actor=actor, organisation=user.organisation.code,
+                 subject_type="api_token", subject_id=token.id,
+                 details={"prefix": public, "user": user.email, "scopes": token.scopes,
+                          "expires_at": token.expires_at.isoformat()})
+    return IssuedToken(token, plaintext)
+
+
+def authenticate(session: Session, plaintext: str, *, now: datetime, pepper: str) -> ApiToken | None:
+    """The live token ``plaintext`` names, or None; constant-time on the secret."""
+    if not plaintext.startswith(TOKEN_PREFIX):
+        return None
+    public, _, secret = plaintext[len(TOKEN_PREFIX):].partition("_")
+    if not public or not secret:
+        return None
+    token = session.scalar(select(ApiToken).where(ApiToken.prefix == public))
+    if token is None or not hmac.compare_digest(token.token_hash, _digest(pepper, plaintext)):
+        return None
+    if token.revoked_at is not None or as_utc(token.expires_at) <= now or not token.user.is_enabled:
+        return None
+    return token
+
+
+def revoke(session: Session, actor: User, token: ApiToken, *, now: datetime) -> None:
+    if token.revoked_at is None:
+        token.revoked_at = now
+        audit.record(session, action="token.revoked", actor=actor, organisation=token.user.organisation.code,
+                     subject_type="api_token", subject_id=token.id, details={"prefix": token.prefix})
+        session.flush()

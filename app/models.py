@@ -1,0 +1,5 @@
+"""Every table, imported in one place so the metadata Alembic compares against is complete."""
+from app.audit.models import AuditCheckpoint, AuditEvent  # noqa: F401
+from app.auth.models import ApiToken, User, UserRole  # noqa: F401
+from app.protocols.models import PolicyDocument, ProtocolSignOff, ProtocolVersion  # noqa: F401
+from app.registry.models import KmisaVersion, Organisation, Signature, Subgroup  # noqa: F401

@@ -1,0 +1,1 @@
+"""The register: K-MISA signatories, their signatures, subgroups and the people who act for them."""

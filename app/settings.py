@@ -1,0 +1,57 @@
+"""Filling in configuration the embedded default can generate, and refusing what production lacks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask
+
+from app import instance_secrets
+
+#: Secrets production must be given; never generated or derived there.
+REQUIRED_IN_PRODUCTION = ("SQLALCHEMY_DATABASE_URI", "SECRET_KEY", "TOKEN_PEPPER", "AUDIT_HMAC_KEY")
+
+
+class ConfigurationError(RuntimeError):
+    """The app cannot start safely with this configuration."""
+
+
+def complete(app: Flask) -> None:
+    instance = Path(app.instance_path)
+    production = app.config["ENV_NAME"] == "production"
+    if production:
+        missing = [name for name in REQUIRED_IN_PRODUCTION if not app.config.get(name)]
+        if not (app.config.get("KEYRING") or app.config.get("KEYRING_FILE")):
+            missing.append("KEYRING (ACCORD_KEYRING or ACCORD_KEYRING_FILE)")
+        if not app.config.get("AUDIT_SIGNING_KEY_FILE"):
+            missing.append("AUDIT_SIGNING_KEY_FILE")
+        if missing:
+            raise ConfigurationError(
+                "Accord will not start in production without: " + ", ".join(missing)
+                + ". Set them in the environment (see README, Configuration)."
+            )
+    else:
+        if not app.config.get("SQLALCHEMY_DATABASE_URI"):
+            instance.mkdir(parents=True, exist_ok=True)
+            app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{instance / 'accord.sqlite3'}"
+        missing = [n for n in instance_secrets.GENERATED_SECRETS if not app.config.get(n)]
+        if missing:
+            generated = instance_secrets.load_or_create(instance / "secrets.json")
+            for name in missing:
+                app.config[name] = generated[name]
+        app.config.setdefault("KEYRING_FILE", "")
+        if not app.config.get("KEYRING") and not app.config.get("KEYRING_FILE"):
+            app.config["KEYRING_FILE"] = str(instance / "keyring.json")
+        if not app.config.get("AUDIT_SIGNING_KEY_FILE"):
+            app.config["AUDIT_SIGNING_KEY_FILE"] = str(instance / "audit-signing-key.pem")
+    if not app.config.get("POLICIES_DIR"):
+        app.config["POLICIES_DIR"] = str(Path(app.root_path).parent / "policies")
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    if uri.startswith("postgres://"):
+        uri = "postgresql://" + uri[len("postgres://"):]
+    if uri.startswith("postgresql://"):
+        uri = "postgresql+psycopg://" + uri[len("postgresql://"):]
+    app.config["SQLALCHEMY_DATABASE_URI"] = uri
+    if uri.startswith("postgresql"):
+        options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+        options.setdefault("pool_pre_ping", True)
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options

@@ -1,0 +1,1 @@
+"""Encrypted transfers of personal data between partner agencies."""

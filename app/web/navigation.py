@@ -1,0 +1,38 @@
+"""The service navigation: one list, filtered by role, so every page shows the same menu."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import request, url_for
+
+from app.auth.models import Role, User
+
+EVERYONE = tuple(Role)
+
+
+@dataclass(frozen=True)
+class NavItem:
+    text: str
+    endpoint: str
+    roles: tuple[Role, ...] = EVERYONE
+    #: Endpoints (or blueprint-name prefixes ending in ".") that mark this item as the current one.
+    active_prefixes: tuple[str, ...] = ()
+
+
+NAVIGATION: list[NavItem] = [
+    NavItem("Home", "web.home"),
+    NavItem("Register", "registry.organisations", active_prefixes=("registry.organisation", "registry.signature")),
+    NavItem("Subgroups", "registry.subgroups", active_prefixes=("registry.subgroup",)),
+    NavItem("Users", "auth.users", roles=(Role.ADMIN,), active_prefixes=("auth.user",)),
+]
+
+
+def navigation_for(user: User) -> list[dict[str, object]]:
+    endpoint = request.endpoint or ""
+    items = []
+    for item in NAVIGATION:
+        if not user.has_role(*item.roles):
+            continue
+        active = endpoint == item.endpoint or any(endpoint.startswith(p) for p in item.active_prefixes)
+        items.append({"href": url_for(item.endpoint), "text": item.text, "active": active})
+    return items

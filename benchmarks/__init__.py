@@ -1,0 +1,1 @@
+"""Benchmarks of Accord's hot paths, runnable as modules."""
