@@ -18,10 +18,11 @@ SECURITY_SCHEMES = {
 def register(app: Flask) -> None:
     from app.api import auth
     from app.auth.api import api as auth_api
+    from app.decisions.api import api as decisions_api
     from app.extensions import csrf
     from app.registry.api import api as registry_api
 
-    for blueprint in (registry_api, auth_api):
+    for blueprint in (registry_api, auth_api, decisions_api):
         app.register_api(blueprint)
         csrf.exempt(blueprint)
 

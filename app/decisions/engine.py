@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from functools import lru_cache
 from types import MappingProxyType
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -371,6 +371,8 @@ class Snapshot:
     #: in sorted order so that either direction counts towards the same pattern.
     ad_hoc_counts: Mapping[tuple[str, str, str], int]
     bundle_hash: str
+    #: Pass findings already made from this snapshot, reused by ``decide`` (see ``_once``).
+    memo: dict[tuple[Any, ...], Finding] = field(default_factory=dict, compare=False, repr=False)
 
     def ad_hoc_count(self, from_org: str, to_org: str, purpose: str) -> int:
         first, second = (from_org, to_org) if from_org <= to_org else (to_org, from_org)
@@ -522,6 +524,23 @@ class Decision:
     emergency_accepted: bool = False
     retrospective_review_due: date | None = None
 
+    def __init__(
+        self, outcome: DecisionOutcome, findings: tuple[Finding, ...], protocol_code: str | None,
+        protocol_version: int | None, protocol_hash: str | None, kmisa_versions: tuple[str, ...], bundle_hash: str,
+        as_of: date | datetime, emergency_accepted: bool = False, retrospective_review_due: date | None = None,
+    ) -> None:
+        # Written out for speed, as Finding's is.
+        _set(self, "outcome", outcome)
+        _set(self, "findings", findings)
+        _set(self, "protocol_code", protocol_code)
+        _set(self, "protocol_version", protocol_version)
+        _set(self, "protocol_hash", protocol_hash)
+        _set(self, "kmisa_versions", kmisa_versions)
+        _set(self, "bundle_hash", bundle_hash)
+        _set(self, "as_of", as_of)
+        _set(self, "emergency_accepted", emergency_accepted)
+        _set(self, "retrospective_review_due", retrospective_review_due)
+
     def finding(self, rule: str) -> Finding:
         for item in self.findings:
             if item.rule == rule:
@@ -577,24 +596,24 @@ def _jsonable(value: Any) -> Any:
 # =============================================================================================
 
 
-class _Standing:
+class _Standing(NamedTuple):
     """An organisation's K-MISA standing on the day: its latest signature and that signature's status."""
 
-    __slots__ = ("signature", "status", "current")
+    signature: SignatureFacts | None
+    status: SignatureStatus | None
+    current: bool
 
-    def __init__(self, signature: SignatureFacts | None, status: SignatureStatus | None):
-        self.signature = signature
-        self.status = status
-        self.current = status is not None and status.is_current
+
+_NO_STANDING = _Standing(None, None, False)
 
 
 class _Context:
     """What every rule needs, looked up once per request."""
 
     __slots__ = (
-        "request", "snapshot", "taxonomy", "as_of", "sender", "recipient", "protocol", "protocol_missing",
-        "sender_party", "recipient_party", "categories", "unknown_categories", "any_special", "any_criminal",
-        "any_health", "identifying", "purpose", "sender_standing", "recipient_standing",
+        "request", "snapshot", "taxonomy", "as_of", "sender", "recipient", "protocol", "protocol_key",
+        "protocol_missing", "sender_party", "recipient_party", "categories", "unknown_categories", "any_special",
+        "any_criminal", "any_health", "identifying", "purpose", "sender_standing", "recipient_standing",
         "emergency_accepted",
     )
 
@@ -603,24 +622,24 @@ def decide(request: ExchangeRequest, snapshot: Snapshot) -> Decision:
     """Evaluate every rule of DESIGN §4 for ``request`` against ``snapshot`` and combine them."""
     ctx = _context(request, snapshot)
     findings = [rule(ctx) for rule in _RULES]
-    if ctx.emergency_accepted:
+    accepted = ctx.emergency_accepted
+    review_due = None
+    if accepted:
         findings = [f if f.rule in EMERGENCY_STILL_APPLIES else _set_aside(f, request) for f in findings]
-    outcome = combine_outcomes({f.outcome for f in findings}, ctx.emergency_accepted)
+        review_due = ctx.as_of + timedelta(days=snapshot.kmisa.emergency_review_days)
     protocol = ctx.protocol
-    review_due = (
-        ctx.as_of + timedelta(days=snapshot.kmisa.emergency_review_days) if ctx.emergency_accepted else None
-    )
+    ref = request.protocol
     return Decision(
-        outcome=outcome,
-        findings=tuple(findings),
-        protocol_code=request.protocol.code if request.protocol is not None else None,
-        protocol_version=request.protocol.version if request.protocol is not None else None,
-        protocol_hash=protocol.content_hash if protocol is not None else None,
-        kmisa_versions=_kmisa_versions(ctx),
-        bundle_hash=snapshot.bundle_hash,
-        as_of=request.as_of,
-        emergency_accepted=ctx.emergency_accepted,
-        retrospective_review_due=review_due,
+        combine_outcomes({f.outcome for f in findings}, accepted),
+        tuple(findings),
+        ref.code if ref is not None else None,
+        ref.version if ref is not None else None,
+        protocol.content_hash if protocol is not None else None,
+        _kmisa_versions(ctx),
+        snapshot.bundle_hash,
+        request.as_of,
+        accepted,
+        review_due,
     )
 
 
@@ -630,15 +649,19 @@ def _context(request: ExchangeRequest, snapshot: Snapshot) -> _Context:
     ctx.snapshot = snapshot
     taxonomy = ctx.taxonomy = snapshot.taxonomy
     as_of = request.as_of
-    ctx.as_of = as_of.date() if isinstance(as_of, datetime) else as_of
+    as_of = ctx.as_of = as_of.date() if isinstance(as_of, datetime) else as_of
     organisations = snapshot.organisations
     ctx.sender = organisations.get(request.from_org)
     ctx.recipient = organisations.get(request.to_org)
 
     ref = request.protocol
-    protocol = snapshot.protocols.get((ref.code, ref.version)) if ref is not None else None
-    ctx.protocol = protocol
-    ctx.protocol_missing = ref is not None and protocol is None
+    if ref is not None:
+        key = ctx.protocol_key = (ref.code, ref.version)
+        protocol = ctx.protocol = snapshot.protocols.get(key)
+        ctx.protocol_missing = protocol is None
+    else:
+        protocol = ctx.protocol = ctx.protocol_key = None
+        ctx.protocol_missing = False
     if protocol is not None:
         ctx.sender_party = protocol.parties.get(request.from_org)
         ctx.recipient_party = protocol.parties.get(request.to_org)
@@ -668,8 +691,8 @@ def _context(request: ExchangeRequest, snapshot: Snapshot) -> _Context:
     ctx.any_health = health
     ctx.identifying = identifying
     ctx.purpose = taxonomy.purposes.get(request.purpose)
-    ctx.sender_standing = _standing(snapshot, request.from_org, ctx.as_of)
-    ctx.recipient_standing = _standing(snapshot, request.to_org, ctx.as_of)
+    ctx.sender_standing = _standing(snapshot, request.from_org, as_of)
+    ctx.recipient_standing = _standing(snapshot, request.to_org, as_of)
     emergency = request.emergency
     ctx.emergency_accepted = (
         emergency is not None
@@ -690,34 +713,33 @@ def _standing(snapshot: Snapshot, organisation: str, as_of: date) -> _Standing:
                 version_is_valid=kmisa.versions.get(signature.kmisa_version, False),
                 renewal_window_days=kmisa.renewal_window_days,
             )
-            return _Standing(signature, status)
-    return _Standing(None, None)
+            return _Standing(signature, status, status.is_current)
+    return _NO_STANDING
 
 
 def _kmisa_versions(ctx: _Context) -> tuple[str, ...]:
-    versions = {
-        s.signature.kmisa_version
-        for s in (ctx.sender_standing, ctx.recipient_standing)
-        if s.signature is not None and s.current
-    }
-    return tuple(sorted(versions))
+    sender, recipient = ctx.sender_standing, ctx.recipient_standing
+    if sender.current and recipient.current:
+        first, second = sender.signature.kmisa_version, recipient.signature.kmisa_version  # type: ignore[union-attr]
+        return (first,) if first == second else tuple(sorted((first, second)))
+    return tuple(s.signature.kmisa_version for s in (sender, recipient) if s.current)  # type: ignore[union-attr]
 
 
 def _set_aside(finding: Finding, request: ExchangeRequest) -> Finding:
     """Record that an accepted emergency set this rule aside, and what it would have said."""
     category = request.emergency.category if request.emergency is not None else "emergency"
-    outcome = PASS if finding.outcome is PASS else NOT_APPLICABLE
-    return replace(
-        finding,
-        outcome=outcome,
-        message=f"Set aside for an accepted emergency ({category}); a DPO reviews it afterwards. "
+    return Finding(
+        finding.rule,
+        PASS if finding.outcome is PASS else NOT_APPLICABLE,
+        f"Set aside for an accepted emergency ({category}); a DPO reviews it afterwards. "
         f"It would have said: {finding.message}",
-        evidence={**finding.evidence, "set_aside_for_emergency": True, "would_have_been": finding.outcome.value},
+        finding.citation,
+        {**finding.evidence, "set_aside_for_emergency": True, "would_have_been": finding.outcome.value},
     )
 
 
 # =============================================================================================
-# Helpers for messages
+# Helpers for messages and shared findings
 # =============================================================================================
 
 
@@ -743,21 +765,66 @@ def _quoted(codes: Iterable[str]) -> str:
     return ", ".join(f"'{code}'" for code in codes)
 
 
+#: A snapshot's memo is emptied when it grows past this, so years of replays stay bounded.
+_MEMO_LIMIT = 100_000
+
+
+def _once(ctx: _Context, key: tuple[Any, ...], make: Callable[[], Finding]) -> Finding:
+    """The pass finding for ``key``, made once per snapshot.
+
+    A pass finding's words and evidence depend only on its key and on the snapshot, which
+    never changes, so the first one made is reused; the rule's checks still run every time,
+    only building the finding is saved. That halves the cost of a typical decision.
+    """
+    memo = ctx.snapshot.memo
+    found = memo.get(key)
+    if found is None:
+        if len(memo) >= _MEMO_LIMIT:
+            memo.clear()
+        found = memo[key] = make()
+    return found
+
+
 def _no_protocol(rule: str, ctx: _Context, citation: str) -> Finding | None:
     """The shared answer of protocol-based rules when there is no protocol to judge against."""
     if ctx.protocol is not None:
         return None
-    return _fixed(rule, NOT_APPLICABLE, _UNKNOWN_PROTOCOL if ctx.protocol_missing else _ONE_OFF, citation)
+    key = (rule, ctx.protocol_missing)
+    found = _NO_PROTOCOL.get(key)
+    if found is None:
+        found = _NO_PROTOCOL[key] = Finding(rule, NOT_APPLICABLE,
+                                            _UNKNOWN_PROTOCOL if ctx.protocol_missing else _ONE_OFF, citation)
+    return found
 
 
 _UNKNOWN_PROTOCOL = "The cited protocol version is not in the loaded policies (see protocol_approved)."
 _ONE_OFF = "No protocol is cited: this is one-off sharing (see ad_hoc)."
 
+#: (rule, protocol missing) to the shared finding; filled on first use, never changed after.
+_NO_PROTOCOL: dict[tuple[str, bool], Finding] = {}
 
-@lru_cache(maxsize=None)
-def _fixed(rule: str, outcome: FindingOutcome, message: str, citation: str = "") -> Finding:
-    """A finding whose words never vary, made once: findings are immutable, so sharing one is safe."""
-    return Finding(rule, outcome, message, citation)
+# Findings whose words never vary are made once: findings are immutable, so sharing them is safe.
+_ONE_OFF_PROTOCOL = Finding("protocol_approved", NOT_APPLICABLE, _ONE_OFF,
+                            "UK GDPR Art 5(2) (accountability); protocol sign-off by every party")
+_DEPERSONALISED_ONLY = Finding("lawful_basis", NOT_APPLICABLE, "Only depersonalised information is requested: it is "
+                               "not personal data and needs no Article 6 basis.", "UK GDPR Art 6(1); recital 26")
+_NO_SPECIAL_CATEGORY = Finding("special_category", NOT_APPLICABLE, "No special category data is requested.",
+                               "UK GDPR Art 9(1)")
+_NO_CRIMINAL_OFFENCE = Finding("criminal_offence", NOT_APPLICABLE, "No criminal offence data is requested.",
+                               "UK GDPR Art 10")
+_PRIVATE_SENDER = Finding("legal_gateway", NOT_APPLICABLE, "The sender is not a public authority, so it needs no "
+                          "statutory power to share.", "Public law (vires)")
+_NO_NHS_HEALTH_DATA = Finding("confidentiality", NOT_APPLICABLE, "No health information from an NHS body is requested.",
+                              "Common law duty of confidentiality; Caldicott Principles")
+_DIRECT_CARE = Finding("confidentiality", NOT_APPLICABLE, "Health information shared for direct care relies on "
+                       "implied consent.", "Common law duty of confidentiality; Caldicott Principles")
+_UNDER_PROTOCOL = Finding("ad_hoc", NOT_APPLICABLE, "The exchange is made under a protocol, not one-off.",
+                          "K-MISA; ICO Data Sharing Code (DPA 2018 s121)")
+_NO_ONWARD_SHARING = Finding("onward_sharing", PASS, "No onward sharing is proposed.",
+                             "UK GDPR Art 5(1)(b); protocol onward-sharing rule")
+_RECIPIENT_UNKNOWN = Finding("recipient_assurance", NOT_APPLICABLE, "The recipient is not on the register (see "
+                             "org_active).", "Data Protection (Charges and Information) Regulations 2018; UK GDPR Art 37")
+_NO_EMERGENCY = Finding("emergency", NOT_APPLICABLE, "No emergency is claimed.", "")
 
 
 # =============================================================================================
@@ -767,19 +834,20 @@ def _fixed(rule: str, outcome: FindingOutcome, message: str, citation: str = "")
 
 def _org_active(ctx: _Context) -> Finding:
     rule, citation = "org_active", "UK GDPR Art 4(7); K-MISA register of signatories"
-    sender, recipient = ctx.sender, ctx.recipient
-    if sender is not None and recipient is not None \
-            and not sender.is_dissolved(ctx.as_of) and not recipient.is_dissolved(ctx.as_of):
-        return Finding(rule, PASS, f"{sender.name} and {recipient.name} are active organisations.", citation,
-                       {"sender": "active", "recipient": "active"})
+    sender, recipient, as_of = ctx.sender, ctx.recipient, ctx.as_of
+    if sender is not None and recipient is not None and not sender.is_dissolved(as_of) \
+            and not recipient.is_dissolved(as_of):
+        return _once(ctx, (rule, sender.code, recipient.code), lambda: Finding(
+            rule, PASS, f"{sender.name} and {recipient.name} are active organisations.", citation,
+            {"sender": "active", "recipient": "active"}))
     problems = []
     evidence: dict[str, Any] = {}
-    for role, code, organisation in (("sender", ctx.request.from_org, ctx.sender),
-                                     ("recipient", ctx.request.to_org, ctx.recipient)):
+    for role, code, organisation in (("sender", ctx.request.from_org, sender),
+                                     ("recipient", ctx.request.to_org, recipient)):
         if organisation is None:
             problems.append(f"'{code}' is not an organisation on the register")
             evidence[role] = {"code": code, "status": "unknown"}
-        elif organisation.is_dissolved(ctx.as_of):
+        elif organisation.is_dissolved(as_of):
             when = f" on {_day(organisation.dissolved_on)}" if organisation.dissolved_on else ""
             if organisation.successor:
                 problems.append(
@@ -799,19 +867,12 @@ def _kmisa_signatory(ctx: _Context) -> Finding:
     rule, citation = "kmisa_signatory", "Kent and Medway Information Sharing Agreement (K-MISA)"
     sender, recipient = ctx.sender_standing, ctx.recipient_standing
     if sender.current and recipient.current:
-        message = "Both organisations hold a current K-MISA signature to a valid version."
-        for standing in (sender, recipient):
-            if standing.status is SignatureStatus.DUE_FOR_RENEWAL and standing.signature.expires_on:  # type: ignore[union-attr]
-                message += (f" {_name(ctx, standing.signature.organisation)}'s signature is due for renewal by "  # type: ignore[union-attr]
-                            f"{_day(standing.signature.expires_on)}.")  # type: ignore[union-attr]
-        return Finding(rule, PASS, message, citation, {
-            "sender": sender.signature, "sender_status": sender.status,
-            "recipient": recipient.signature, "recipient_status": recipient.status,
-        })
+        key = (rule, ctx.request.from_org, sender.signature.signed_on, sender.status,  # type: ignore[union-attr]
+               ctx.request.to_org, recipient.signature.signed_on, recipient.status)  # type: ignore[union-attr]
+        return _once(ctx, key, lambda: _kmisa_pass(ctx, sender, recipient, citation))
     problems = []
     evidence: dict[str, Any] = {}
-    for role, code, standing in (("sender", ctx.request.from_org, ctx.sender_standing),
-                                 ("recipient", ctx.request.to_org, ctx.recipient_standing)):
+    for role, code, standing in (("sender", ctx.request.from_org, sender), ("recipient", ctx.request.to_org, recipient)):
         signature = standing.signature
         if signature is None:
             problems.append(f"{_name(ctx, code)} has not signed the K-MISA")
@@ -819,9 +880,9 @@ def _kmisa_signatory(ctx: _Context) -> Finding:
             continue
         evidence[role] = signature
         evidence[role + "_status"] = standing.status
+        status = standing.status
         if standing.current:
             continue
-        status = standing.status
         if status is SignatureStatus.WITHDRAWN:
             problems.append(f"{_name(ctx, code)} withdrew its K-MISA signature on {_day(signature.withdrawn_on)}")  # type: ignore[arg-type]
         elif status is SignatureStatus.EXPIRED:
@@ -834,27 +895,41 @@ def _kmisa_signatory(ctx: _Context) -> Finding:
     return Finding(rule, DENY, "; ".join(problems) + ".", citation, evidence)
 
 
+def _kmisa_pass(ctx: _Context, sender: _Standing, recipient: _Standing, citation: str) -> Finding:
+    message = "Both organisations hold a current K-MISA signature to a valid version."
+    for standing in (sender, recipient):
+        signature = standing.signature
+        if standing.status is SignatureStatus.DUE_FOR_RENEWAL and signature is not None and signature.expires_on:
+            message += (f" {_name(ctx, signature.organisation)}'s signature is due for renewal by "
+                        f"{_day(signature.expires_on)}.")
+    return Finding("kmisa_signatory", PASS, message, citation, {
+        "sender": sender.signature, "sender_status": sender.status,
+        "recipient": recipient.signature, "recipient_status": recipient.status,
+    })
+
+
 def _protocol_approved(ctx: _Context) -> Finding:
     rule, citation = "protocol_approved", "UK GDPR Art 5(2) (accountability); protocol sign-off by every party"
     ref = ctx.request.protocol
     if ref is None:
-        return _fixed(rule, NOT_APPLICABLE, _ONE_OFF, citation)
+        return _ONE_OFF_PROTOCOL
     protocol = ctx.protocol
     if protocol is None:
         latest = ctx.snapshot.latest_version.get(ref.code)
         hint = f" The latest version of {ref.code} is {latest}." if latest else f" There is no protocol '{ref.code}'."
         return Finding(rule, DENY, f"{ref.code} v{ref.version} is not in the loaded policies.{hint}", citation,
                        {"protocol": f"{ref.code} v{ref.version}"})
-    evidence = {"protocol": protocol.label, "signed_off_by": protocol.signed_off_by,
-                "awaiting_signoff": protocol.awaiting_signoff}
     if protocol.awaiting_signoff:
         return Finding(
             rule, DENY,
             f"{protocol.label} is a draft: {_names(ctx, protocol.awaiting_signoff)} "
             f"{'has' if len(protocol.awaiting_signoff) == 1 else 'have'} not signed it off.",
-            citation, evidence,
+            citation, {"protocol": protocol.label, "signed_off_by": protocol.signed_off_by,
+                       "awaiting_signoff": protocol.awaiting_signoff},
         )
-    return Finding(rule, PASS, f"{protocol.label} has been signed off by every party.", citation, evidence)
+    return _once(ctx, (rule, ctx.protocol_key), lambda: Finding(
+        rule, PASS, f"{protocol.label} has been signed off by every party.", citation,
+        {"protocol": protocol.label, "signed_off_by": protocol.signed_off_by}))
 
 
 def _protocol_current(ctx: _Context) -> Finding:
@@ -864,35 +939,42 @@ def _protocol_current(ctx: _Context) -> Finding:
         return missing
     protocol: ProtocolFacts = ctx.protocol  # type: ignore[assignment]
     as_of = ctx.as_of
-    evidence: dict[str, Any] = {"protocol": protocol.label, "effective_from": protocol.effective_from,
-                                "review_on": protocol.review_on, "ends_on": protocol.ends_on}
+    current = _current_version(ctx, protocol.code)
+    superseded = current is not None and current.version > protocol.version
+    if not (protocol.retired or superseded or protocol.effective_from > as_of or protocol.review_on < as_of
+            or (protocol.ends_on is not None and protocol.ends_on < as_of)):
+        return _once(ctx, (rule, ctx.protocol_key), lambda: Finding(
+            rule, PASS, f"{protocol.label} is in effect and within its review date ({_day(protocol.review_on)}).",
+            citation, _protocol_dates(protocol)))
+    evidence = _protocol_dates(protocol)
     if protocol.retired:
         return Finding(rule, DENY, f"{protocol.label} has been retired.", citation, evidence)
-    current = _current_version(ctx, protocol.code)
-    if current is not None and current.version > protocol.version:
-        evidence["current_version"] = current.version
+    if superseded:
+        evidence["current_version"] = current.version  # type: ignore[union-attr]
         return Finding(rule, DENY,
-                       f"{protocol.label} has been superseded: use version {current.version}, in effect since "
-                       f"{_day(current.effective_from)}.", citation, evidence)
+                       f"{protocol.label} has been superseded: use version {current.version}, in effect since "  # type: ignore[union-attr]
+                       f"{_day(current.effective_from)}.", citation, evidence)  # type: ignore[union-attr]
     if protocol.effective_from > as_of:
         return Finding(rule, DENY, f"{protocol.label} does not take effect until {_day(protocol.effective_from)}.",
                        citation, evidence)
     if protocol.ends_on is not None and protocol.ends_on < as_of:
         return Finding(rule, DENY, f"{protocol.label} ended on {_day(protocol.ends_on)}.", citation, evidence)
-    if protocol.review_on < as_of:
-        grace_ends = protocol.review_on + timedelta(days=ctx.snapshot.kmisa.grace_period_days)
-        evidence["grace_ends_on"] = grace_ends
-        if as_of <= grace_ends:
-            return Finding(rule, REFER,
-                           f"{protocol.label} was due for review on {_day(protocol.review_on)}; within the grace "
-                           f"period, which ends on {_day(grace_ends)}, a DPO must approve each exchange.",
-                           citation, evidence)
-        return Finding(rule, DENY,
-                       f"{protocol.label} was due for review on {_day(protocol.review_on)} and the grace period "
-                       f"ended on {_day(grace_ends)}: a reviewed version must be signed off first.",
+    grace_ends = protocol.review_on + timedelta(days=ctx.snapshot.kmisa.grace_period_days)
+    evidence["grace_ends_on"] = grace_ends
+    if as_of <= grace_ends:
+        return Finding(rule, REFER,
+                       f"{protocol.label} was due for review on {_day(protocol.review_on)}; within the grace "
+                       f"period, which ends on {_day(grace_ends)}, a DPO must approve each exchange.",
                        citation, evidence)
-    return Finding(rule, PASS, f"{protocol.label} is in effect and within its review date ({_day(protocol.review_on)}).",
+    return Finding(rule, DENY,
+                   f"{protocol.label} was due for review on {_day(protocol.review_on)} and the grace period "
+                   f"ended on {_day(grace_ends)}: a reviewed version must be signed off first.",
                    citation, evidence)
+
+
+def _protocol_dates(protocol: ProtocolFacts) -> dict[str, Any]:
+    return {"protocol": protocol.label, "effective_from": protocol.effective_from, "review_on": protocol.review_on,
+            "ends_on": protocol.ends_on}
 
 
 def _current_version(ctx: _Context, code: str) -> ProtocolFacts | None:
@@ -924,33 +1006,37 @@ def _parties(ctx: _Context) -> Finding:
     elif recipient.tier == "depersonalised" and ctx.identifying:
         problems.append(f"{_name(ctx, request.to_org)} may receive only depersonalised information under "
                         f"{protocol.label}, and this request identifies people")
-    evidence = {"protocol": protocol.label,
+
+    def evidence() -> dict[str, Any]:
+        return {"protocol": protocol.label,
                 "sender_roles": sender.roles if sender is not None else (),
                 "recipient_roles": recipient.roles if recipient is not None else (),
                 "recipient_tier": recipient.tier if recipient is not None else None}
+
     if problems:
-        return Finding(rule, DENY, "; ".join(problems) + ".", citation, evidence)
-    return Finding(rule, PASS,
-                   f"{_name(ctx, request.from_org)} provides and {_name(ctx, request.to_org)} receives "
-                   f"({recipient.tier} tier) under {protocol.label}.",  # type: ignore[union-attr]
-                   citation, evidence)
+        return Finding(rule, DENY, "; ".join(problems) + ".", citation, evidence())
+    return _once(ctx, (rule, ctx.protocol_key, request.from_org, request.to_org), lambda: Finding(
+        rule, PASS, f"{_name(ctx, request.from_org)} provides and {_name(ctx, request.to_org)} receives "
+                    f"({recipient.tier} tier) under {protocol.label}.", citation, evidence()))  # type: ignore[union-attr]
 
 
 def _purpose(ctx: _Context) -> Finding:
     rule, citation = "purpose", "UK GDPR Art 5(1)(b) (purpose limitation)"
     code = ctx.request.purpose
-    if ctx.purpose is None:
+    purpose = ctx.purpose
+    if purpose is None:
         return Finding(rule, DENY, f"'{code}' is not a purpose in the taxonomy.", citation, {"purpose": code})
-    if ctx.protocol is None:
-        missing = _no_protocol(rule, ctx, citation)
-        return missing  # type: ignore[return-value]
     protocol = ctx.protocol
-    evidence = {"purpose": code, "protocol_purposes": protocol.purposes}
+    if protocol is None:
+        return _no_protocol(rule, ctx, citation)  # type: ignore[return-value]
     if code not in protocol.purposes:
         return Finding(rule, DENY,
-                       f"{protocol.label} does not cover the purpose '{ctx.purpose.label}': data collected for its "
-                       "purposes may not be shared for another.", citation, evidence)
-    return Finding(rule, PASS, f"'{ctx.purpose.label}' is one of the purposes of {protocol.label}.", citation, evidence)
+                       f"{protocol.label} does not cover the purpose '{purpose.label}': data collected for its "
+                       "purposes may not be shared for another.", citation,
+                       {"purpose": code, "protocol_purposes": protocol.purposes})
+    return _once(ctx, (rule, ctx.protocol_key, code), lambda: Finding(
+        rule, PASS, f"'{purpose.label}' is one of the purposes of {protocol.label}.", citation,
+        {"purpose": code, "protocol_purposes": protocol.purposes}))
 
 
 def _data_categories(ctx: _Context) -> Finding:
@@ -963,32 +1049,28 @@ def _data_categories(ctx: _Context) -> Finding:
         return missing
     party = ctx.recipient_party
     protocol: ProtocolFacts = ctx.protocol  # type: ignore[assignment]
+    to_org = ctx.request.to_org
     if party is None:
-        return Finding(rule, NOT_APPLICABLE, f"{_name(ctx, ctx.request.to_org)} is not a party to {protocol.label}, so "
-                                     "has no categories to check against (see parties).", citation)
+        return Finding(rule, NOT_APPLICABLE, f"{_name(ctx, to_org)} is not a party to {protocol.label}, so has no "
+                                             "categories to check against (see parties).", citation)
     allowed = party.allowed_categories
-    extra = []
-    for category in ctx.categories:
-        if allowed.isdisjoint(category.lineage):
-            extra.append(category.code)
-    evidence = {"protocol": protocol.label, "tier": party.tier, "requested": ctx.request.data_categories,
-                "allowed": allowed}
+    extra = [category.code for category in ctx.categories if allowed.isdisjoint(category.lineage)]
     if extra:
-        evidence["not_allowed"] = extra
         return Finding(rule, DENY,
-                       f"{_name(ctx, ctx.request.to_org)} may not receive {_quoted(extra)} under {protocol.label} "
-                       f"({party.tier} tier): share only what the protocol allows.", citation, evidence)
-    return Finding(rule, PASS,
-                   f"Every requested category is allowed for {_name(ctx, ctx.request.to_org)} under {protocol.label}.",
-                   citation, evidence)
+                       f"{_name(ctx, to_org)} may not receive {_quoted(extra)} under {protocol.label} "
+                       f"({party.tier} tier): share only what the protocol allows.", citation,
+                       {"protocol": protocol.label, "tier": party.tier, "allowed": allowed, "not_allowed": extra})
+    return _once(ctx, (rule, ctx.protocol_key, to_org), lambda: Finding(
+        rule, PASS, f"Every requested category is allowed for {_name(ctx, to_org)} under {protocol.label}.",
+        citation, {"protocol": protocol.label, "tier": party.tier, "allowed": allowed}))
 
 
 def _subject_types(ctx: _Context) -> Finding:
     rule, citation = "subject_types", "UK GDPR Art 5(1)(a), Arts 13 and 14 (transparency)"
     requested = ctx.request.subject_types
     known = ctx.taxonomy.subject_types
-    unknown = [] if known.issuperset(requested) else [s for s in requested if s not in known]
-    if unknown:
+    if not known.issuperset(requested):
+        unknown = [s for s in requested if s not in known]
         return Finding(rule, DENY, f"Not data subject types in the taxonomy: {_quoted(unknown)}.", citation,
                        {"unknown": unknown})
     missing = _no_protocol(rule, ctx, citation)
@@ -996,115 +1078,133 @@ def _subject_types(ctx: _Context) -> Finding:
         return missing
     protocol: ProtocolFacts = ctx.protocol  # type: ignore[assignment]
     covered = protocol.subject_types
-    uncovered = [] if covered.issuperset(requested) else [s for s in requested if s not in covered]
-    evidence = {"protocol": protocol.label, "requested": requested, "covered": protocol.subject_types}
-    if uncovered:
+    if not covered.issuperset(requested):
+        uncovered = [s for s in requested if s not in covered]
         return Finding(rule, DENY,
                        f"{protocol.label} does not cover data about {_quoted(uncovered)}: those people were not told "
-                       "their data would be shared this way.", citation, evidence)
-    return Finding(rule, PASS, f"{protocol.label} covers every requested type of data subject.", citation, evidence)
+                       "their data would be shared this way.", citation,
+                       {"protocol": protocol.label, "covered": covered, "not_covered": uncovered})
+    return _once(ctx, (rule, ctx.protocol_key), lambda: Finding(
+        rule, PASS, f"{protocol.label} covers every requested type of data subject.", citation,
+        {"protocol": protocol.label, "covered": covered}))
 
 
 def _lawful_basis(ctx: _Context) -> Finding:
     rule, citation = "lawful_basis", "UK GDPR Art 6(1)"
     if not ctx.identifying:
-        return _fixed(rule, NOT_APPLICABLE, "Only depersonalised information is requested: it is not personal data and "
-                                           "needs no Article 6 basis.", "UK GDPR Art 6(1); recital 26")
+        return _DEPERSONALISED_ONLY
     code = ctx.request.lawful_basis
     if code is None:
-        return Finding(rule, DENY, "No Article 6(1) lawful basis is given for the disclosure.", citation, {})
+        return Finding(rule, DENY, "No Article 6(1) lawful basis is given for the disclosure.", citation)
     basis = ctx.taxonomy.lawful_bases.get(code)
     if basis is None:
         return Finding(rule, DENY, f"'{code}' is not a UK GDPR Article 6(1) basis.", citation, {"lawful_basis": code})
-    evidence: dict[str, Any] = {"lawful_basis": code}
     sender = ctx.sender
     if basis.unavailable_to_public_authorities and sender is not None and sender.is_public_authority:
         return Finding(rule, DENY,
                        f"{sender.name} is a public authority and may not rely on {basis.label.lower()} "
                        f"(Art 6(1)({code})) for its tasks: use public task (e) or another basis.",
-                       "UK GDPR Art 6(1), final words", evidence)
+                       "UK GDPR Art 6(1), final words", {"lawful_basis": code})
     party = ctx.sender_party
-    if ctx.protocol is not None and party is not None:
-        evidence["protocol_bases"] = party.lawful_bases
-        if code not in party.lawful_bases:
-            listed = ", ".join(f"({b})" for b in sorted(party.lawful_bases)) or "none"
-            return Finding(rule, DENY,
-                           f"{ctx.protocol.label} does not list Art 6(1)({code}) for {_name(ctx, ctx.request.from_org)} "
-                           f"(listed: {listed}).", basis.citation, evidence)
-    return Finding(rule, PASS, f"The disclosure relies on {basis.label.lower()}, {basis.citation}.", basis.citation,
-                   evidence)
+    listed = party.lawful_bases if ctx.protocol is not None and party is not None else None
+    if listed is not None and code not in listed:
+        return Finding(rule, DENY,
+                       f"{ctx.protocol.label} does not list Art 6(1)({code}) for {_name(ctx, ctx.request.from_org)} "  # type: ignore[union-attr]
+                       f"(listed: {', '.join(f'({b})' for b in sorted(listed)) or 'none'}).", basis.citation,
+                       {"lawful_basis": code, "protocol_bases": listed})
+    evidence = {"lawful_basis": code} if listed is None else {"lawful_basis": code, "protocol_bases": listed}
+    return _once(ctx, (rule, ctx.protocol_key, ctx.request.from_org, code), lambda: Finding(
+        rule, PASS, f"The disclosure relies on {basis.label.lower()}, {basis.citation}.", basis.citation, evidence))
 
 
 def _special_category(ctx: _Context) -> Finding:
     rule = "special_category"
     if not ctx.any_special:
-        return _fixed(rule, NOT_APPLICABLE, "No special category data is requested.", "UK GDPR Art 9(1)")
+        return _NO_SPECIAL_CATEGORY
     request = ctx.request
     given = request.special_category_condition
     if given is None:
         return Finding(rule, DENY, "Special category data is requested but no Article 9(2) condition is given.",
-                       "UK GDPR Art 9(1)", {})
-    condition = ctx.taxonomy.special_conditions.get(given.article9)
+                       "UK GDPR Art 9(1)")
+    article9, paragraph = given.article9, given.schedule1_paragraph
+    condition = ctx.taxonomy.special_conditions.get(article9)
     if condition is None:
-        return Finding(rule, DENY, f"'{given.article9}' is not a UK GDPR Article 9(2) condition.", "UK GDPR Art 9(2)",
-                       {"article9": given.article9})
-    paragraph = given.schedule1_paragraph
+        return Finding(rule, DENY, f"'{article9}' is not a UK GDPR Article 9(2) condition.", "UK GDPR Art 9(2)",
+                       {"article9": article9})
     citation = condition.citation + (f"; DPA 2018 Sch 1 para {paragraph}" if paragraph is not None else "")
-    evidence: dict[str, Any] = {"article9": given.article9, "schedule1_paragraph": paragraph}
     if condition.paragraphs and paragraph not in condition.paragraphs:
         choices = ", ".join(map(str, sorted(condition.paragraphs)))
         return Finding(rule, DENY,
-                       f"Art 9(2)({given.article9}) is met only through a DPA 2018 Schedule 1 condition: give one of "
-                       f"paragraphs {choices}.", citation, evidence)
+                       f"Art 9(2)({article9}) is met only through a DPA 2018 Schedule 1 condition: give one of "
+                       f"paragraphs {choices}.", citation, {"article9": article9, "schedule1_paragraph": paragraph})
     if not condition.paragraphs and paragraph is not None:
-        return Finding(rule, DENY, f"Art 9(2)({given.article9}) takes no Schedule 1 paragraph; remove paragraph "
-                                   f"{paragraph} or choose the condition it belongs to.", citation, evidence)
+        return Finding(rule, DENY, f"Art 9(2)({article9}) takes no Schedule 1 paragraph; remove paragraph "
+                                   f"{paragraph} or choose the condition it belongs to.", citation,
+                       {"article9": article9, "schedule1_paragraph": paragraph})
 
     problems = []
     protocol = ctx.protocol
     if protocol is not None and ctx.sender_party is not None \
-            and (given.article9, paragraph) not in ctx.sender_party.special_category_conditions:
-        problems.append(f"{protocol.label} does not list {_condition_text(given.article9, paragraph)} for "
+            and (article9, paragraph) not in ctx.sender_party.special_category_conditions:
+        problems.append(f"{protocol.label} does not list {_condition_text(article9, paragraph)} for "
                         f"{_name(ctx, request.from_org)}")
     sender = ctx.sender
-    if sender is not None and paragraph is not None and _needs_apd(ctx, paragraph, disclosing=True):
-        evidence["sender_apd"] = _apd_evidence(sender)
-        if not sender.apd_covers(paragraph, ctx.as_of):
-            problems.append(_apd_problem(ctx, sender, paragraph))
-    recipient_problem = _special_recipient(ctx, given.article9, paragraph, evidence)
+    sender_needs_apd = sender is not None and paragraph is not None and _needs_apd(ctx, paragraph, disclosing=True)
+    if sender_needs_apd and not sender.apd_covers(paragraph, ctx.as_of):  # type: ignore[union-attr, arg-type]
+        problems.append(_apd_problem(sender, paragraph))  # type: ignore[arg-type]
+    recipient_problem, recipient_condition = _special_recipient(ctx, article9, paragraph)
     if recipient_problem:
         problems.append(recipient_problem)
+
+    def evidence() -> dict[str, Any]:
+        found: dict[str, Any] = {"article9": article9, "schedule1_paragraph": paragraph}
+        if sender_needs_apd:
+            found["sender_apd"] = _apd_evidence(sender)  # type: ignore[arg-type]
+        if recipient_condition is not None:
+            found["recipient_condition"] = {"article9": recipient_condition[0],
+                                            "schedule1_paragraph": recipient_condition[1]}
+        elif ctx.recipient is not None:
+            found["recipient_apd"] = _apd_evidence(ctx.recipient)
+        return found
+
     if problems:
-        return Finding(rule, DENY, "; ".join(problems) + ".", citation + "; DPA 2018 Sch 1 paras 5 and 39", evidence)
-    return Finding(rule, PASS, f"Special category data is shared under {_condition_text(given.article9, paragraph)}, "
-                               "with the policy documents it needs.", citation, evidence)
+        return Finding(rule, DENY, "; ".join(problems) + ".", citation + "; DPA 2018 Sch 1 paras 5 and 39",
+                       evidence())
+    key = (rule, ctx.protocol_key, request.from_org, request.to_org, article9, paragraph, sender_needs_apd,
+           recipient_condition)
+    return _once(ctx, key, lambda: Finding(
+        rule, PASS, f"Special category data is shared under {_condition_text(article9, paragraph)}, with the policy "
+                    "documents it needs.", citation, evidence()))
 
 
-def _special_recipient(ctx: _Context, article9: str, paragraph: int | None, evidence: dict[str, Any]) -> str | None:
-    """The recipient needs its own condition for holding the data, and its own APD where that needs one."""
+def _special_recipient(
+    ctx: _Context, article9: str, paragraph: int | None
+) -> tuple[str | None, tuple[str, int | None] | None]:
+    """The recipient needs its own condition for holding the data, and its own APD where that needs one.
+
+    Returns the problem, if any, and the condition the recipient relies on.
+    """
     recipient = ctx.recipient
     if recipient is None:
-        return None
+        return None, None
     party = ctx.recipient_party
     if ctx.protocol is None:
-        options: Iterable[tuple[str, int | None]] = ((article9, paragraph),)
+        options: list[tuple[str, int | None]] = [(article9, paragraph)]
     elif party is None:
-        return None  # not a party: the parties rule denies
+        return None, None  # not a party: the parties rule denies
     elif not party.special_category_conditions:
         return (f"{ctx.protocol.label} lists no Article 9 condition under which {recipient.name} may receive "
-                "special category data")
+                "special category data"), None
     else:
-        # Prefer the sender's own condition, then any other the recipient has listed.
+        # Prefer the sender's own condition, then the others the recipient has listed.
         options = sorted(party.special_category_conditions,
                          key=lambda c: (c != (article9, paragraph), c[0], c[1] or 0))
-    for option_article9, option_paragraph in options:
+    for option in options:
+        option_paragraph = option[1]
         if option_paragraph is None or not _needs_apd(ctx, option_paragraph, disclosing=False) \
                 or recipient.apd_covers(option_paragraph, ctx.as_of):
-            evidence["recipient_condition"] = {"article9": option_article9, "schedule1_paragraph": option_paragraph}
-            return None
-    evidence["recipient_apd"] = _apd_evidence(recipient)
-    first = next(iter(options))
-    return _apd_problem(ctx, recipient, first[1])  # type: ignore[arg-type]
+            return None, option
+    return _apd_problem(recipient, options[0][1]), None  # type: ignore[arg-type]
 
 
 def _condition_text(article9: str, paragraph: int | None) -> str:
@@ -1123,9 +1223,9 @@ def _needs_apd(ctx: _Context, paragraph: int, *, disclosing: bool) -> bool:
     return True
 
 
-def _apd_problem(ctx: _Context, organisation: OrganisationFacts, paragraph: int) -> str:
+def _apd_problem(organisation: OrganisationFacts, paragraph: int) -> str:
     if paragraph not in organisation.apd_paragraphs:
-        return (f"{organisation.name}'s appropriate policy document does not cover Schedule 1 paragraph {paragraph}")
+        return f"{organisation.name}'s appropriate policy document does not cover Schedule 1 paragraph {paragraph}"
     return (f"{organisation.name}'s appropriate policy document was due for review on "
             f"{_day(organisation.apd_review_on)} and has lapsed")  # type: ignore[arg-type]
 
@@ -1139,117 +1239,126 @@ def _criminal_offence(ctx: _Context) -> Finding:
     rule = "criminal_offence"
     base_citation = "UK GDPR Art 10; DPA 2018 s10(5) and s11(2)"
     if not ctx.any_criminal:
-        return _fixed(rule, NOT_APPLICABLE, "No criminal offence data is requested.", "UK GDPR Art 10")
+        return _NO_CRIMINAL_OFFENCE
     request = ctx.request
     given = request.criminal_offence_condition
     if given is None:
         return Finding(rule, DENY, "Criminal offence data is requested but no Article 10 route is given: official "
-                                   "authority (public bodies) or a DPA 2018 Schedule 1 paragraph.", base_citation, {})
-    sender = ctx.sender
-    party = ctx.sender_party
-    protocol = ctx.protocol
-    evidence: dict[str, Any] = {"route": given.route, "schedule1_paragraph": given.schedule1_paragraph}
+                                   "authority (public bodies) or a DPA 2018 Schedule 1 paragraph.", base_citation)
+    route, paragraph = given.route, given.schedule1_paragraph
+    sender, party, protocol = ctx.sender, ctx.sender_party, ctx.protocol
     citation = base_citation
     problems = []
-    if given.route == "official_authority":
+    sender_needs_apd = exempt = False
+    if route == "official_authority":
         if sender is not None and not sender.is_public_authority:
             return Finding(rule, DENY, f"{sender.name} is not a public body and cannot process criminal offence "
                                        "data under official authority: give a Schedule 1 paragraph.", citation,
-                           evidence)
+                           {"route": route})
         if protocol is not None and party is not None and not party.criminal_official_authority:
             problems.append(f"{protocol.label} does not list official authority for {_name(ctx, request.from_org)}")
-    elif given.route == "schedule1":
-        paragraph = given.schedule1_paragraph
+    elif route == "schedule1":
         entry = ctx.taxonomy.schedule1.get(paragraph) if paragraph is not None else None
         if entry is None or not entry.condition:
             return Finding(rule, DENY, f"Schedule 1 paragraph {paragraph} is not a processing condition.", citation,
-                           evidence)
+                           {"route": route, "schedule1_paragraph": paragraph})
         citation = f"{base_citation}; DPA 2018 Sch 1 para {paragraph}"
         if protocol is not None and party is not None and paragraph not in party.criminal_paragraphs:
             problems.append(f"{protocol.label} does not list Schedule 1 paragraph {paragraph} for "
                             f"{_name(ctx, request.from_org)}")
         if sender is not None:
-            if _needs_apd(ctx, paragraph, disclosing=True):  # type: ignore[arg-type]
-                evidence["sender_apd"] = _apd_evidence(sender)
-                if not sender.apd_covers(paragraph, ctx.as_of):  # type: ignore[arg-type]
-                    problems.append(_apd_problem(ctx, sender, paragraph))  # type: ignore[arg-type]
-            elif entry.apd_exempt_when_recipient_competent_authority and entry.apd_required:
-                evidence["apd_exempt"] = "disclosure to a competent authority"
+            sender_needs_apd = _needs_apd(ctx, paragraph, disclosing=True)  # type: ignore[arg-type]
+            if sender_needs_apd and not sender.apd_covers(paragraph, ctx.as_of):  # type: ignore[arg-type]
+                problems.append(_apd_problem(sender, paragraph))  # type: ignore[arg-type]
+            exempt = not sender_needs_apd and entry.apd_required
+            if exempt:
+                # Sch 1 para 10(2): disclosing to a competent authority needs no policy document.
                 citation = f"{base_citation}; DPA 2018 Sch 1 para {paragraph}(2)"
     else:
-        return Finding(rule, DENY, f"'{given.route}' is not an Article 10 route: use official_authority or schedule1.",
-                       citation, evidence)
-    recipient_problem = _criminal_recipient(ctx, given, evidence)
+        return Finding(rule, DENY, f"'{route}' is not an Article 10 route: use official_authority or schedule1.",
+                       citation, {"route": route})
+    recipient_problem, recipient_route = _criminal_recipient(ctx, given)
     if recipient_problem:
         problems.append(recipient_problem)
+
+    def evidence() -> dict[str, Any]:
+        found: dict[str, Any] = {"route": route, "schedule1_paragraph": paragraph}
+        if sender_needs_apd:
+            found["sender_apd"] = _apd_evidence(sender)  # type: ignore[arg-type]
+        if exempt:
+            found["apd_exempt"] = "disclosure to a competent authority"
+        if recipient_route is not None:
+            found["recipient_route"] = recipient_route
+        elif ctx.recipient is not None:
+            found["recipient_apd"] = _apd_evidence(ctx.recipient)
+        return found
+
     if problems:
-        return Finding(rule, DENY, "; ".join(problems) + ".", citation, evidence)
-    how = "under official authority" if given.route == "official_authority" \
-        else f"under Schedule 1 paragraph {given.schedule1_paragraph}"
-    note = " (paragraph 10(2): no policy document is needed to disclose to a competent authority)" \
-        if "apd_exempt" in evidence else ""
-    return Finding(rule, PASS, f"Criminal offence data is disclosed {how}{note}, and the recipient has a route to "
-                               "hold it.", citation, evidence)
+        return Finding(rule, DENY, "; ".join(problems) + ".", citation, evidence())
+    how = "under official authority" if route == "official_authority" else f"under Schedule 1 paragraph {paragraph}"
+    note = " (paragraph 10(2): no policy document is needed to disclose to a competent authority)" if exempt else ""
+    key = (rule, ctx.protocol_key, request.from_org, request.to_org, route, paragraph, sender_needs_apd, exempt,
+           recipient_route)
+    return _once(ctx, key, lambda: Finding(
+        rule, PASS, f"Criminal offence data is disclosed {how}{note}, and the recipient has a route to hold it.",
+        citation, evidence()))
 
 
-def _criminal_recipient(ctx: _Context, given: CriminalOffenceCondition, evidence: dict[str, Any]) -> str | None:
-    """The recipient needs its own Article 10 route; a private or voluntary body needs a Schedule 1 condition with an APD."""
+def _criminal_recipient(ctx: _Context, given: CriminalOffenceCondition) -> tuple[str | None, Any]:
+    """The recipient needs its own Article 10 route; a private or voluntary body needs a Schedule 1 condition with an APD.
+
+    Returns the problem, if any, and the route the recipient relies on.
+    """
     recipient = ctx.recipient
     if recipient is None:
-        return None
-    as_of = ctx.as_of
+        return None, None
     protocol = ctx.protocol
     party = ctx.recipient_party
     if protocol is None:
         if recipient.is_public_authority:
-            evidence["recipient_route"] = "official_authority"
-            return None
+            return None, "official_authority"
         paragraph = given.schedule1_paragraph if given.route == "schedule1" else None
         candidates = [paragraph] if paragraph is not None else sorted(recipient.apd_paragraphs)
     elif party is None:
-        return None  # not a party: the parties rule denies
+        return None, None  # not a party: the parties rule denies
     else:
         if not party.criminal_official_authority and not party.criminal_paragraphs:
             return (f"{protocol.label} lists no Article 10 route under which {recipient.name} may receive criminal "
-                    "offence data")
+                    "offence data"), None
         if party.criminal_official_authority and recipient.is_public_authority:
-            evidence["recipient_route"] = "official_authority"
-            return None
+            return None, "official_authority"
         candidates = sorted(party.criminal_paragraphs)
+    schedule1 = ctx.taxonomy.schedule1
     for paragraph in candidates:
-        entry = ctx.taxonomy.schedule1.get(paragraph)
-        if entry is None or not entry.condition:
-            continue
-        if not entry.apd_required or recipient.apd_covers(paragraph, as_of):
-            evidence["recipient_route"] = {"schedule1_paragraph": paragraph}
-            return None
-    evidence["recipient_apd"] = _apd_evidence(recipient)
+        entry = schedule1.get(paragraph)
+        if entry is not None and entry.condition \
+                and (not entry.apd_required or recipient.apd_covers(paragraph, ctx.as_of)):
+            return None, ("schedule1", paragraph)
     if not candidates:
         return (f"{recipient.name} is not a public body, so it needs a Schedule 1 condition covered by its appropriate "
-                "policy document to hold criminal offence data, and has none")
-    problem = _apd_problem(ctx, recipient, candidates[0])
+                "policy document to hold criminal offence data, and has none"), None
+    problem = _apd_problem(recipient, candidates[0])
     if recipient.is_public_authority:
-        return problem
-    return f"{recipient.name} is not a public body, so it needs a Schedule 1 condition with a current APD: {problem}"
+        return problem, None
+    return f"{recipient.name} is not a public body, so it needs a Schedule 1 condition with a current APD: {problem}", None
 
 
 def _legal_gateway(ctx: _Context) -> Finding:
     rule = "legal_gateway"
     sender = ctx.sender
     if sender is None or not sender.is_public_authority:
-        return _fixed(rule, NOT_APPLICABLE, "The sender is not a public authority, so it needs no statutory power to share.",
-                      "Public law (vires)")
+        return _PRIVATE_SENDER
     request = ctx.request
     code = request.legal_gateway
     if code is None:
         return Finding(rule, REFER, f"{sender.name} is a public authority and may share only under a statutory power: "
-                                    "no gateway is given.", "Public law (vires)", {})
+                                    "no gateway is given.", "Public law (vires)")
     gateway = ctx.taxonomy.gateways.get(code)
     if gateway is None:
         return Finding(rule, REFER, f"'{code}' is not a statutory gateway in the taxonomy.", "Public law (vires)",
                        {"gateway": code})
-    evidence: dict[str, Any] = {"gateway": code, "citation": gateway.citation}
     protocol = ctx.protocol
+    evidence: dict[str, Any] = {"gateway": code, "citation": gateway.citation}
     if protocol is not None:
         evidence["protocol_gateways"] = protocol.statutory_gateways
         if code not in protocol.statutory_gateways:
@@ -1260,11 +1369,12 @@ def _legal_gateway(ctx: _Context) -> Finding:
     if sender.is_competent_authority and ctx.identifying and (purpose is None or not purpose.law_enforcement) \
             and not gateway.authorises_law_enforcement_reuse:
         purpose_label = purpose.label if purpose is not None else request.purpose
+        evidence["law_enforcement_reuse"] = True
         return Finding(rule, REFER,
                        f"{sender.name} holds this data for law enforcement; using it for '{purpose_label}' needs a "
-                       f"law that authorises it, and {gateway.citation} does not.",
-                       "DPA 2018 s36(4)", {**evidence, "law_enforcement_reuse": True})
-    return Finding(rule, PASS, f"{sender.name} shares under {gateway.citation}.", gateway.citation, evidence)
+                       f"law that authorises it, and {gateway.citation} does not.", "DPA 2018 s36(4)", evidence)
+    return _once(ctx, (rule, ctx.protocol_key, request.from_org, code), lambda: Finding(
+        rule, PASS, f"{sender.name} shares under {gateway.citation}.", gateway.citation, evidence))
 
 
 def _confidentiality(ctx: _Context) -> Finding:
@@ -1272,44 +1382,51 @@ def _confidentiality(ctx: _Context) -> Finding:
     sender = ctx.sender
     purpose = ctx.purpose
     if sender is None or sender.kind not in NHS_KINDS or not ctx.any_health:
-        return _fixed(rule, NOT_APPLICABLE, "No health information from an NHS body is requested.", citation)
+        return _NO_NHS_HEALTH_DATA
     if purpose is not None and purpose.direct_care:
-        return _fixed(rule, NOT_APPLICABLE, "Health information shared for direct care relies on implied consent.", citation)
+        return _DIRECT_CARE
     protocol = ctx.protocol
     if protocol is None:
         return Finding(rule, REFER, f"Health information from {sender.name} outside direct care needs Caldicott "
                                     "approval, and one-off sharing has none: refer to the DPO and Caldicott Guardian.",
-                       citation, {})
+                       citation)
     caldicott = protocol.caldicott
     if caldicott is None or not caldicott.approved:
         return Finding(rule, REFER, f"{protocol.label} records no Caldicott approval for sharing health information "
-                                    "outside direct care: refer to the DPO and Caldicott Guardian.", citation, {})
-    evidence = {"approved_by": caldicott.approved_by, "approved_on": caldicott.approved_on,
-                "confidentiality_basis": ctx.request.confidentiality_basis}
-    if caldicott.confidentiality_basis_required:
-        basis = ctx.request.confidentiality_basis
-        if basis is None or basis not in ctx.taxonomy.confidentiality_bases:
-            what = "no" if basis is None else f"an unknown ('{basis}')"
-            return Finding(rule, REFER,
-                           f"{protocol.label} requires each disclosure of health information to state its common law "
-                           f"basis (consent, legal requirement or overriding public interest), and {what} basis is "
-                           "given: refer to the DPO and Caldicott Guardian.", citation, evidence)
-        return Finding(rule, PASS, f"Caldicott approval by {caldicott.approved_by}; confidentiality is set aside by "
-                                   f"{ctx.taxonomy.confidentiality_bases[basis].lower()}.", citation, evidence)
-    return Finding(rule, PASS, f"Caldicott approval by {caldicott.approved_by}.", citation, evidence)
+                                    "outside direct care: refer to the DPO and Caldicott Guardian.", citation)
+    basis = ctx.request.confidentiality_basis
+    bases = ctx.taxonomy.confidentiality_bases
+    if caldicott.confidentiality_basis_required and (basis is None or basis not in bases):
+        what = "no" if basis is None else f"an unknown ('{basis}')"
+        return Finding(rule, REFER,
+                       f"{protocol.label} requires each disclosure of health information to state its common law "
+                       f"basis (consent, legal requirement or overriding public interest), and {what} basis is "
+                       "given: refer to the DPO and Caldicott Guardian.", citation,
+                       {"approved_by": caldicott.approved_by, "approved_on": caldicott.approved_on})
+
+    def make() -> Finding:
+        message = f"Caldicott approval by {caldicott.approved_by}"  # type: ignore[union-attr]
+        if basis in bases:
+            message += f"; confidentiality is set aside by {bases[basis].lower()}"  # type: ignore[index]
+        return Finding(rule, PASS, message + ".", citation, {
+            "approved_by": caldicott.approved_by, "approved_on": caldicott.approved_on,  # type: ignore[union-attr]
+            "confidentiality_basis": basis})
+
+    return _once(ctx, (rule, ctx.protocol_key, basis), make)
 
 
 def _ad_hoc(ctx: _Context) -> Finding:
     rule, citation = "ad_hoc", "K-MISA; ICO Data Sharing Code (DPA 2018 s121)"
     request = ctx.request
     if request.protocol is not None:
-        return _fixed(rule, NOT_APPLICABLE, "The exchange is made under a protocol, not one-off.", citation)
+        return _UNDER_PROTOCOL
     if not (ctx.sender_standing.current and ctx.recipient_standing.current):
         return Finding(rule, DENY, "One-off sharing outside a protocol is open only between current K-MISA "
-                                   "signatories (see kmisa_signatory).", citation, {})
+                                   "signatories (see kmisa_signatory).", citation)
     prior = ctx.snapshot.ad_hoc_count(request.from_org, request.to_org, request.purpose)
     kmisa = ctx.snapshot.kmisa
-    evidence = {"prior_one_off_requests": prior, "threshold": kmisa.ad_hoc_count, "window_days": kmisa.ad_hoc_window_days}
+    evidence = {"prior_one_off_requests": prior, "threshold": kmisa.ad_hoc_count,
+                "window_days": kmisa.ad_hoc_window_days}
     if not request.one_off:
         return Finding(rule, REFER, "Regular sharing needs a protocol: a DPO must decide this exchange, and the "
                                     "partners should put a protocol in place.", citation, evidence)
@@ -1317,7 +1434,8 @@ def _ad_hoc(ctx: _Context) -> Finding:
         return Finding(rule, REFER,
                        f"This is one-off request {prior + 1} between {_name(ctx, request.from_org)} and "
                        f"{_name(ctx, request.to_org)} for this purpose in {kmisa.ad_hoc_window_days} days: a DPO must "
-                       "decide it, and the partners should put a protocol in place.", citation, evidence)
+                       "decide it, and the partners should put a protocol in place.", citation,
+                       {**evidence, "advice": "put a protocol in place"})
     return Finding(rule, REFER, "One-off sharing outside a protocol between K-MISA signatories: a DPO must decide it.",
                    citation, evidence)
 
@@ -1328,16 +1446,16 @@ def _transfer_method(ctx: _Context) -> Finding:
     method = ctx.taxonomy.transfer_methods.get(code)
     if method is None:
         return Finding(rule, DENY, f"'{code}' is not a transfer method in the taxonomy.", citation, {"method": code})
-    evidence: dict[str, Any] = {"method": code, "secure": method.secure}
     if not method.secure:
-        return Finding(rule, DENY, f"{method.label} is not secure: send it by a secure method.", citation, evidence)
+        return Finding(rule, DENY, f"{method.label} is not secure: send it by a secure method.", citation,
+                       {"method": code, "secure": False})
     protocol = ctx.protocol
-    if protocol is not None:
-        evidence["protocol_methods"] = protocol.transfer_methods
-        if code not in protocol.transfer_methods:
-            return Finding(rule, DENY, f"{protocol.label} does not permit {method.label}.", citation, evidence)
-    return Finding(rule, PASS, f"{method.label} is secure" + (f" and permitted by {protocol.label}." if protocol else "."),
-                   citation, evidence)
+    if protocol is not None and code not in protocol.transfer_methods:
+        return Finding(rule, DENY, f"{protocol.label} does not permit {method.label}.", citation,
+                       {"method": code, "secure": True, "protocol_methods": protocol.transfer_methods})
+    return _once(ctx, (rule, ctx.protocol_key, code), lambda: Finding(
+        rule, PASS, f"{method.label} is secure" + (f" and permitted by {protocol.label}." if protocol else "."),
+        citation, {"method": code, "secure": True}))
 
 
 def _retention(ctx: _Context) -> Finding:
@@ -1347,77 +1465,89 @@ def _retention(ctx: _Context) -> Finding:
         return missing
     protocol: ProtocolFacts = ctx.protocol  # type: ignore[assignment]
     party = ctx.recipient_party
+    to_org = ctx.request.to_org
     if party is None:
-        return Finding(rule, NOT_APPLICABLE, f"{_name(ctx, ctx.request.to_org)} is not a party to {protocol.label} "
-                                     "(see parties).", citation)
+        return Finding(rule, NOT_APPLICABLE, f"{_name(ctx, to_org)} is not a party to {protocol.label} (see parties).",
+                       citation)
     requested = ctx.request.retention_months
     maximum = party.max_retention_months
-    evidence = {"requested_months": requested, "maximum_months": maximum}
     if requested is None:
         return Finding(rule, DENY, "Say how long the recipient will keep the data (retention_months).", citation,
-                       evidence)
+                       {"maximum_months": maximum})
     if maximum is not None and requested > maximum:
-        return Finding(rule, DENY, f"{_name(ctx, ctx.request.to_org)} may keep data under {protocol.label} for at most "
-                                   f"{maximum} months, not {requested}.", citation, evidence)
-    return Finding(rule, PASS, f"{requested} months is within the {maximum}-month maximum." if maximum is not None
-                   else f"{protocol.label} sets no maximum for {_name(ctx, ctx.request.to_org)}.", citation, evidence)
+        return Finding(rule, DENY, f"{_name(ctx, to_org)} may keep data under {protocol.label} for at most "
+                                   f"{maximum} months, not {requested}.", citation,
+                       {"requested_months": requested, "maximum_months": maximum})
+    return _once(ctx, (rule, ctx.protocol_key, to_org, requested), lambda: Finding(
+        rule, PASS, f"{requested} months is within the {maximum}-month maximum." if maximum is not None
+        else f"{protocol.label} sets no maximum for {_name(ctx, to_org)}.", citation,
+        {"requested_months": requested, "maximum_months": maximum}))
 
 
 def _dpia_scope(ctx: _Context) -> Finding:
     rule, citation = "dpia_scope", "UK GDPR Art 35 (data protection impact assessment)"
     request = ctx.request
     bulk = request.bulk_or_matching or request.subject_count >= ctx.snapshot.kmisa.bulk_subject_threshold
-    if ctx.protocol is None:
+    protocol = ctx.protocol
+    if protocol is None:
         if bulk and not ctx.protocol_missing:
             return Finding(rule, REFER, "Bulk sharing or data matching outside a protocol has no DPIA behind it.",
                            citation, {"bulk": True})
         return _no_protocol(rule, ctx, citation)  # type: ignore[return-value]
-    protocol = ctx.protocol
     dpia = protocol.dpia
     if dpia is None:
         return Finding(rule, REFER, f"{protocol.label} has no recorded DPIA.", citation, {"bulk": bulk})
-    evidence = {"reference": dpia.reference, "completed_on": dpia.completed_on, "review_on": dpia.review_on,
-                "covers_bulk": dpia.covers_bulk, "bulk": bulk}
     as_of = ctx.as_of
+    purpose = request.purpose
+    if dpia.completed_on <= as_of <= dpia.review_on and purpose in dpia.scope_purposes and (dpia.covers_bulk or not bulk):
+        return _once(ctx, (rule, ctx.protocol_key, bulk), lambda: Finding(
+            rule, PASS, f"DPIA {dpia.reference} covers this exchange.", citation, _dpia_evidence(dpia, bulk)))
+    evidence = _dpia_evidence(dpia, bulk)
     if dpia.completed_on > as_of:
-        return Finding(rule, REFER, f"DPIA {dpia.reference} was not completed until {_day(dpia.completed_on)}.",
-                       citation, evidence)
-    if dpia.review_on < as_of:
-        return Finding(rule, REFER, f"DPIA {dpia.reference} was due for review on {_day(dpia.review_on)}.", citation,
-                       evidence)
-    if request.purpose not in dpia.scope_purposes:
-        return Finding(rule, REFER, f"DPIA {dpia.reference} does not assess sharing for '{request.purpose}'.",
-                       citation, evidence)
-    if bulk and not dpia.covers_bulk:
-        return Finding(rule, REFER, f"This is bulk sharing or data matching ({request.subject_count} people) and "
-                                    f"DPIA {dpia.reference} does not assess it.", citation, evidence)
-    return Finding(rule, PASS, f"DPIA {dpia.reference} covers this exchange.", citation, evidence)
+        message = f"DPIA {dpia.reference} was not completed until {_day(dpia.completed_on)}."
+    elif dpia.review_on < as_of:
+        message = f"DPIA {dpia.reference} was due for review on {_day(dpia.review_on)}."
+    elif purpose not in dpia.scope_purposes:
+        message = f"DPIA {dpia.reference} does not assess sharing for '{purpose}'."
+    else:
+        message = (f"This is bulk sharing or data matching ({request.subject_count} people) and DPIA {dpia.reference} "
+                   "does not assess it.")
+    return Finding(rule, REFER, message, citation, evidence)
+
+
+def _dpia_evidence(dpia: DpiaFacts, bulk: bool) -> dict[str, Any]:
+    return {"reference": dpia.reference, "completed_on": dpia.completed_on, "review_on": dpia.review_on,
+            "covers_bulk": dpia.covers_bulk, "bulk": bulk}
 
 
 def _onward_sharing(ctx: _Context) -> Finding:
     rule, citation = "onward_sharing", "UK GDPR Art 5(1)(b); protocol onward-sharing rule"
     onward = ctx.request.onward_recipient
     if onward is None:
-        return _fixed(rule, PASS, "No onward sharing is proposed.", citation)
+        return _NO_ONWARD_SHARING
     protocol = ctx.protocol
-    evidence: dict[str, Any] = {"onward_recipient": onward}
     if protocol is None:
         return Finding(rule, DENY, f"One-off sharing gives no permission to pass the data on to {_name(ctx, onward)}.",
-                       citation, evidence)
-    evidence["allowed"] = protocol.onward_recipients
+                       citation, {"onward_recipient": onward})
+    evidence = {"onward_recipient": onward, "allowed": protocol.onward_recipients}
     if onward not in protocol.onward_recipients:
         return Finding(rule, DENY, f"{protocol.label} does not allow the data to be passed on to {_name(ctx, onward)}.",
                        citation, evidence)
-    return Finding(rule, PASS, f"{protocol.label} allows onward sharing with {_name(ctx, onward)}.", citation, evidence)
+    return _once(ctx, (rule, ctx.protocol_key, onward), lambda: Finding(
+        rule, PASS, f"{protocol.label} allows onward sharing with {_name(ctx, onward)}.", citation, evidence))
 
 
 def _recipient_assurance(ctx: _Context) -> Finding:
     rule, citation = "recipient_assurance", "Data Protection (Charges and Information) Regulations 2018; UK GDPR Art 37"
     recipient = ctx.recipient
     if recipient is None:
-        return _fixed(rule, NOT_APPLICABLE, "The recipient is not on the register (see org_active).", citation)
+        return _RECIPIENT_UNKNOWN
     expires = recipient.ico_registration_expires_on
-    evidence = {"ico_registration_expires_on": expires, "dpo_email": recipient.dpo_email}
+    if expires is not None and expires >= ctx.as_of and recipient.dpo_email:
+        return _once(ctx, (rule, recipient.code), lambda: Finding(
+            rule, PASS, f"{recipient.name} is registered with the ICO until {_day(expires)} and has a data "
+                        "protection contact.", citation,
+            {"ico_registration_expires_on": expires, "dpo_email": recipient.dpo_email}))
     problems = []
     if expires is None:
         problems.append(f"{recipient.name} has no ICO registration on record")
@@ -1425,17 +1555,15 @@ def _recipient_assurance(ctx: _Context) -> Finding:
         problems.append(f"{recipient.name}'s ICO registration expired on {_day(expires)}")
     if not recipient.dpo_email:
         problems.append(f"{recipient.name} has no data protection contact on record")
-    if problems:
-        return Finding(rule, REFER, "; ".join(problems) + ".", citation, evidence)
-    return Finding(rule, PASS, f"{recipient.name} is registered with the ICO until {_day(expires)} and has a data "
-                               "protection contact.", citation, evidence)  # type: ignore[arg-type]
+    return Finding(rule, REFER, "; ".join(problems) + ".", citation,
+                   {"ico_registration_expires_on": expires, "dpo_email": recipient.dpo_email})
 
 
 def _emergency(ctx: _Context) -> Finding:
     rule = "emergency"
     emergency = ctx.request.emergency
     if emergency is None:
-        return _fixed(rule, NOT_APPLICABLE, "No emergency is claimed.")
+        return _NO_EMERGENCY
     taxonomy = ctx.taxonomy
     evidence: dict[str, Any] = {"category": emergency.category, "justification": emergency.justification}
     if ctx.emergency_accepted:
@@ -1481,7 +1609,8 @@ _RULES: tuple[Callable[[_Context], Finding], ...] = (
     _emergency,
 )
 
-assert tuple(rule.__name__.lstrip("_") for rule in _RULES) == RULE_CODES
+if tuple(rule.__name__.lstrip("_") for rule in _RULES) != RULE_CODES:  # pragma: no cover - a developer's slip
+    raise RuntimeError("_RULES must list one function per rule code, in RULE_CODES order")
 
 
 # =============================================================================================

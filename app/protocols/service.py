@@ -97,6 +97,8 @@ def load_policies(session: Session, root: str | Path, actor: Any) -> LoadReport:
                      details={"content_hash": loaded.sha256, "path": loaded.path, "subgroup": protocol.subgroup,
                               "bundle_hash": bundle.sha256})
         report.added.append(f"{protocol.code} v{protocol.version}")
+    if report.added or report.documents_updated:
+        registry.bump_revision(session)
     session.flush()
     return report
 
@@ -210,6 +212,7 @@ def sign_off(session: Session, actor: User, version: ProtocolVersion, *, now: da
                              signed_off_by_name=actor.name, signed_off_role="Data protection officer",
                              signed_off_at=now)
     session.add(record)
+    registry.bump_revision(session)
     session.flush()
     session.refresh(version)
     audit.record(session, action="protocol.signed_off", actor=actor, organisation=organisation.code,
@@ -234,4 +237,5 @@ def record_demo_sign_offs(session: Session, pending: dict[tuple[str, int], tuple
             audit.record(session, action="protocol.signed_off", actor="system:seed", organisation=code,
                          subject_type="protocol_version", subject_id=f"{version.code}:v{version.version}",
                          details={"content_hash": version.content_hash, "demo": True})
+    registry.bump_revision(session)
     session.flush()

@@ -157,3 +157,16 @@ class Subgroup(db.Model):
 
     lead_organisation: Mapped[Organisation] = relationship()
     parent: Mapped[Optional["Subgroup"]] = relationship(remote_side=[id])
+
+
+class RegisterRevision(db.Model):
+    """A counter bumped by every change the decision engine depends on (register or policies).
+
+    The engine's snapshot is rebuilt only when this moves, so a decision costs microseconds
+    while every change is still seen by the next decision after it commits.
+    """
+
+    __tablename__ = "register_revision"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    revision: Mapped[int] = mapped_column(default=0)

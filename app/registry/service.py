@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from app.audit import service as audit
@@ -16,6 +16,7 @@ from app.registry.models import (
     KmisaVersion,
     Organisation,
     OrganisationKind,
+    RegisterRevision,
     Signature,
     SignatoryRole,
     Subgroup,
@@ -24,6 +25,22 @@ from app.registry.status import DEFAULT_RENEWAL_WINDOW_DAYS, SignatureFacts, Sig
 
 CODE_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 CODE_HINT = "Use lower-case letters, digits and single hyphens, like kent-police"
+
+
+# --- the revision the decision engine's snapshot follows ---------------------------------------
+
+
+def bump_revision(session: Session) -> None:
+    """Note that the register or the policies changed, in the same transaction as the change."""
+    result = session.execute(update(RegisterRevision).where(RegisterRevision.id == 1)
+                             .values(revision=RegisterRevision.revision + 1))
+    if result.rowcount == 0:
+        session.add(RegisterRevision(id=1, revision=1))
+        session.flush()
+
+
+def current_revision(session: Session) -> int:
+    return session.scalar(select(RegisterRevision.revision).where(RegisterRevision.id == 1)) or 0
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -222,6 +239,7 @@ def create_organisation(session: Session, actor: Any, data: dict[str, Any]) -> O
     session.add(organisation)
     changes = _apply_organisation(session, organisation, data)
     session.flush()
+    bump_revision(session)
     audit.record(session, action="organisation.created", actor=actor, organisation=organisation.code,
                  subject_type="organisation", subject_id=organisation.code, details={"changes": changes})
     return organisation
@@ -237,6 +255,7 @@ def update_organisation(session: Session, actor: Any, organisation: Organisation
         raise ValidationFailed(errors)
     changes = _apply_organisation(session, organisation, data)
     session.flush()
+    bump_revision(session)
     if changes:
         audit.record(session, action="organisation.updated", actor=actor, organisation=organisation.code,
                      subject_type="organisation", subject_id=organisation.code, details={"changes": changes})
@@ -281,6 +300,7 @@ def record_signature(session: Session, actor: Any, organisation: Organisation, d
     )
     session.add(signature)
     session.flush()
+    bump_revision(session)
     audit.record(session, action="signature.recorded", actor=actor, organisation=organisation.code,
                  subject_type="signature", subject_id=signature.id,
                  details={"kmisa_version": version.label, "signed_on": signed_on.isoformat(),
@@ -304,6 +324,7 @@ def withdraw_signature(session: Session, actor: Any, signature: Signature, *, wi
     signature.withdrawn_on = withdrawn_on
     signature.withdrawal_reason = reason.strip()
     session.flush()
+    bump_revision(session)
     audit.record(session, action="signature.withdrawn", actor=actor, organisation=signature.organisation.code,
                  subject_type="signature", subject_id=signature.id,
                  details={"withdrawn_on": withdrawn_on.isoformat(), "kmisa_version": signature.kmisa_version.label})
@@ -344,6 +365,7 @@ def save_subgroup(session: Session, actor: Any, data: dict[str, Any], existing: 
     subgroup.parent = get_subgroup(session, data["parent"]) if data.get("parent") else None
     session.add(subgroup)
     session.flush()
+    bump_revision(session)
     audit.record(session, action="subgroup.updated" if existing else "subgroup.created", actor=actor,
                  organisation=subgroup.lead_organisation.code, subject_type="subgroup", subject_id=subgroup.code,
                  details={"name": subgroup.name, "lead": subgroup.lead_organisation.code,
@@ -362,6 +384,7 @@ def sync_kmisa_versions(session: Session, versions: Iterable[tuple[str, date, bo
             version.published_on, version.is_valid = published_on, is_valid
         else:
             continue
+        bump_revision(session)
         audit.record(session, action="kmisa_version.synced", actor=actor, subject_type="kmisa_version",
                      subject_id=label, details={"published_on": published_on.isoformat(), "valid": is_valid})
     session.flush()

@@ -1,0 +1,102 @@
+"""Exchanges through /api/v1: check (dry run), record, read, and the DPO's decisions on referrals."""
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from flask_openapi3 import APIBlueprint, Tag
+
+from app.api.auth import api_user
+from app.api.errors import standard_responses
+from app.clock import utcnow
+from app.decisions import service
+from app.decisions.models import Exchange
+from app.decisions.schemas import (
+    DecisionOut,
+    EmergencyReviewIn,
+    ExchangeList,
+    ExchangeOut,
+    ExchangePath,
+    ExchangeQuery,
+    ExchangeRequestIn,
+    ResolutionIn,
+)
+from app.extensions import db
+
+tag = Tag(name="Exchanges", description="Check and record proposed exchanges of personal data")
+api = APIBlueprint("decisions_api", __name__, url_prefix="/api/v1", abp_tags=[tag],
+                   abp_security=[{"bearerAuth": []}], abp_responses=standard_responses(401, 403, 422))
+
+
+def exchange_out(exchange: Exchange) -> dict:
+    resolution = exchange.resolution
+    review = exchange.emergency_review
+    return ExchangeOut(
+        id=exchange.id, status=exchange.status, may_proceed=exchange.may_proceed,
+        requested_at=exchange.requested_at, requested_by=exchange.requested_by.email,
+        from_org=exchange.from_organisation.code, to_org=exchange.to_organisation.code,
+        request=exchange.request, decision=exchange.decision,
+        resolution=None if resolution is None else {
+            "decision": resolution.decision, "reasons": resolution.reasons,
+            "decided_by": resolution.decided_by.email, "decided_at": resolution.decided_at,
+            "valid_until": resolution.valid_until},
+        emergency_review=None if review is None else {
+            "due_on": review.due_on, "reviewed_by": review.reviewed_by.email if review.reviewed_by else None,
+            "reviewed_at": review.reviewed_at, "conclusion": review.conclusion, "notes": review.notes},
+    ).model_dump(mode="json")
+
+
+@api.post("/exchanges/check", responses={200: DecisionOut})
+def check_exchange(body: ExchangeRequestIn):
+    """Dry run: the decision with every finding, recorded nowhere. `as_of` asks what it was or would be then."""
+    user = api_user("check")
+    decision = service.check(db.session, user, body.model_dump(mode="json", exclude_unset=True), now=utcnow())
+    return decision.to_dict()
+
+
+@api.post("/exchanges", responses={201: ExchangeOut})
+def record_exchange(body: ExchangeRequestIn):
+    """Record a proposed exchange: decided as of now, stored with its audit event in one transaction."""
+    user = api_user("submit")
+    exchange = service.record(db.session, user, body.model_dump(mode="json", exclude_unset=True), now=utcnow())
+    db.session.commit()
+    return exchange_out(exchange), HTTPStatus.CREATED
+
+
+@api.get("/exchanges", responses={200: ExchangeList})
+def list_exchanges(query: ExchangeQuery):
+    """Exchanges your organisation sent or received (all of them for auditors and coordinators), newest first."""
+    user = api_user("read")
+    filters = service.ExchangeFilters(**query.model_dump())
+    exchanges = service.list_exchanges(db.session, user, filters)
+    next_before = exchanges[-1].id if len(exchanges) == query.limit else None
+    return {"exchanges": [exchange_out(e) for e in exchanges], "next_before_id": next_before}
+
+
+@api.get("/exchanges/<int:exchange_id>", responses={200: ExchangeOut, **standard_responses(404)})
+def get_exchange(path: ExchangePath):
+    """One exchange, if your organisation is party to it."""
+    user = api_user("read")
+    return exchange_out(service.get_exchange(db.session, user, path.exchange_id))
+
+
+@api.post("/exchanges/<int:exchange_id>/resolution",
+          responses={201: ExchangeOut, **standard_responses(404, 409)})
+def resolve_exchange(path: ExchangePath, body: ResolutionIn):
+    """A DPO of either organisation approves or refuses a referred exchange, with reasons."""
+    user = api_user("submit")
+    exchange = service.get_exchange(db.session, user, path.exchange_id)
+    service.resolve(db.session, user, exchange, decision=body.decision, reasons=body.reasons,
+                    valid_until=body.valid_until, now=utcnow())
+    db.session.commit()
+    return exchange_out(exchange), HTTPStatus.CREATED
+
+
+@api.post("/exchanges/<int:exchange_id>/emergency-review",
+          responses={201: ExchangeOut, **standard_responses(404, 409)})
+def review_emergency(path: ExchangePath, body: EmergencyReviewIn):
+    """A DPO records the retrospective review of emergency sharing."""
+    user = api_user("submit")
+    exchange = service.get_exchange(db.session, user, path.exchange_id)
+    service.review_emergency(db.session, user, exchange, conclusion=body.conclusion, notes=body.notes, now=utcnow())
+    db.session.commit()
+    return exchange_out(exchange), HTTPStatus.CREATED
