@@ -141,6 +141,8 @@ def healthcheck_command() -> None:
 def register(app: Flask) -> None:
     for command in (seed_group, users_group, tokens_group, serve_command, healthcheck_command):
         app.cli.add_command(command)
+    from app.decisions import cli as decisions_cli
     from app.protocols import cli as protocols_cli
 
     protocols_cli.register(app)
+    decisions_cli.register(app)

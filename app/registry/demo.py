@@ -169,15 +169,6 @@ def demo_register(today: date) -> DemoRegister:
 
 
 def demo_pending_signoffs() -> dict[tuple[str, int], tuple[str, ...]]:
-    """Protocol versions the demo leaves awaiting sign-off, and by whom.
-
-    The seed signs off every other party of every version, so version 3 of the safeguarding
-    protocol stays a draft a DPO can sign off in the demo.
-    """
-    return {("vcs-safeguarding", 3): ("kent-fire-rescue", "victim-support")}
-
-
-def demo_pending_signoffs() -> dict[tuple[str, int], tuple[str, ...]]:
     """(protocol code, version) to the parties that have not yet signed that version off.
 
     The seed signs off every other party of every shipped protocol version, so only these stay

@@ -23,6 +23,12 @@ NAVIGATION: list[NavItem] = [
     NavItem("Home", "web.home"),
     NavItem("Register", "registry.organisations", active_prefixes=("registry.organisation", "registry.signature")),
     NavItem("Subgroups", "registry.subgroups", active_prefixes=("registry.subgroup",)),
+    NavItem("Protocols", "protocols.index", active_prefixes=("protocols.",)),
+    NavItem("Requests", "decisions.exchanges", roles=(Role.OFFICER, Role.DPO, Role.COORDINATOR, Role.ADMIN,
+                                                    Role.AUDITOR),
+            active_prefixes=("decisions.exchange",)),
+    NavItem("Referrals", "decisions.referrals", roles=(Role.DPO,), active_prefixes=("decisions.resolve",
+                                                                                    "decisions.emergency")),
     NavItem("Users", "auth.users", roles=(Role.ADMIN,), active_prefixes=("auth.user",)),
 ]
 
