@@ -78,6 +78,12 @@ class Config:
     MAIL_PASSWORD = os.environ.get("ACCORD_SMTP_PASSWORD", "")
     MAIL_FROM = os.environ.get("ACCORD_MAIL_FROM", "accord@localhost")
 
+    #: ``json`` for one JSON object per log line (production), ``text`` otherwise.
+    LOG_FORMAT = os.environ.get("ACCORD_LOG_FORMAT", "text")
+    LOG_LEVEL = os.environ.get("ACCORD_LOG_LEVEL", "INFO")
+    #: Log one line per request (method, path, status, duration, request id; never bodies).
+    LOG_ACCESS = _env_bool("ACCORD_LOG_ACCESS", False)
+
     #: Shown in the header and in e-mails.
     SERVICE_NAME = os.environ.get("ACCORD_SERVICE_NAME", "Accord")
     #: The local time zone for display; everything is stored in UTC.
@@ -105,6 +111,8 @@ class ProductionConfig(Config):
     """Production: PostgreSQL, secrets from the environment, secure cookies; nothing generated."""
 
     ENV_NAME = "production"
+    LOG_FORMAT = os.environ.get("ACCORD_LOG_FORMAT", "json")
+    LOG_ACCESS = _env_bool("ACCORD_LOG_ACCESS", True)
     SESSION_COOKIE_SECURE = _env_bool("ACCORD_SECURE_COOKIES", True)
     REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
     PREFERRED_URL_SCHEME = "https"

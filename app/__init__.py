@@ -11,7 +11,7 @@ from config import Config, config_for
 
 def create_app(config: str | type[Config] | None = None, **overrides: Any) -> OpenAPI:
     """Build the app. Wiring only: it never migrates, seeds or starts the scheduler."""
-    from app import cli, database, models, security, web  # noqa: F401  (models: complete metadata)
+    from app import cli, database, models, observability, security, web  # noqa: F401  (models: complete metadata)
     from app.api import errors as api_errors
     from app.api import openapi
     from app.extensions import csrf, db, login_manager, migrate
@@ -35,6 +35,7 @@ def create_app(config: str | type[Config] | None = None, **overrides: Any) -> Op
     csrf.init_app(app)
     database.init_app(app)
     security.init_app(app)
+    observability.init_app(app)
 
     web.register(app)
     openapi.register(app)

@@ -8,6 +8,7 @@ is about 1 kB per event, because the sealed chain is kept to be verified.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import json
@@ -98,12 +99,15 @@ def _event_fields(seq: int) -> dict[str, Any]:
 
 def _two_segments(events: list[EventRecord]) -> dict[str, object]:
     """Verify the halves on two processes, the second trusting the hash the first must end on:
-    how a service can use a second core. Forked workers read the chain without pickling it."""
+    how a service can use a second core. Forked workers read the chain without pickling it;
+    the heap is frozen first so that the children's garbage collector does not walk (and so
+    copy) the parent's million events, which a worker reading its own rows would not have."""
     if "fork" not in multiprocessing.get_all_start_methods() or len(events) < 2:
         return {"verify_two_segments_parallel_seconds": None}
     middle = len(events) // 2
     anchor = (events[middle - 1].seq, events[middle - 1].hash)
     _EVENTS[:] = events
+    gc.freeze()
     try:
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
@@ -114,6 +118,7 @@ def _two_segments(events: list[EventRecord]) -> dict[str, object]:
             second_ok = second.result()[1]
             seconds = time.perf_counter() - start
     finally:
+        gc.unfreeze()
         _EVENTS.clear()
     assert first_ok and second_ok and first_head == anchor
     return {

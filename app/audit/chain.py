@@ -206,10 +206,9 @@ def _timestamp_text(value: datetime) -> str:
     tz = value.tzinfo
     if tz is not None and tz is not _UTC:
         offset = value.utcoffset()
-        value = value.replace(tzinfo=None)
         if offset:
             try:
-                value -= offset
+                value = value.replace(tzinfo=None) - offset
             except OverflowError as exc:
                 raise ValueError(f"timestamp {value} is out of range in UTC") from exc
     return _TIMESTAMP_FORMAT % (

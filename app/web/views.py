@@ -39,3 +39,19 @@ def healthz():
     body = {"status": "ok" if healthy else "unavailable", "app": {"status": "ok", "name": "accord"},
             "database": database}
     return jsonify(body), 200 if healthy else 503
+
+
+@bp.get("/livez")
+def livez():
+    """Liveness: the process answers. No database, so a database outage never restarts workers."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    """Readiness: the database answers, its schema is at the migrations' head, and policies are loaded."""
+    from app import readiness
+
+    checks = readiness.checks(db.session)
+    ready = all(check["ok"] for check in checks.values())
+    return jsonify({"status": "ready" if ready else "not_ready", "checks": checks}), 200 if ready else 503

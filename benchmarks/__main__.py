@@ -1,0 +1,97 @@
+"""``make bench``: run every benchmark, write each one's JSON and a markdown table of all of them.
+
+Each ``benchmarks/bench_<name>.py`` exposes ``run() -> dict``. Results go to
+``benchmarks/results/<name>.json`` (with the machine and the command), and a summary of every
+figure to ``benchmarks/results/summary.json`` and ``summary.md``.
+
+    python -m benchmarks                 # everything
+    python -m benchmarks engine audit    # only these
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def available() -> list[str]:
+    return sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
+
+
+def machine() -> dict[str, object]:
+    memory = None
+    try:
+        with open("/proc/meminfo") as handle:
+            memory = handle.readline().split()[1] + " kB"
+    except OSError:
+        pass
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "cpu": cpu, "memory": memory}
+
+
+def flatten(prefix: str, value: object, out: dict[str, object]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
+    elif isinstance(value, (int, float, str, bool)) or value is None:
+        out[prefix] = value
+
+
+def main(argv: list[str]) -> int:
+    names = argv or available()
+    unknown = [n for n in names if n not in available()]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(available())}", file=sys.stderr)
+        return 2
+    RESULTS.mkdir(exist_ok=True)
+    info = machine()
+    summary: dict[str, dict[str, object]] = {}
+    failed = []
+    for name in names:
+        print(f"== {name}", flush=True)
+        started = time.perf_counter()
+        try:
+            figures = importlib.import_module(f"benchmarks.bench_{name}").run()
+        except Exception:  # noqa: BLE001 - one failing benchmark must not hide the others' figures
+            traceback.print_exc()
+            failed.append(name)
+            continue
+        record = {"benchmark": name, "command": f"python -m benchmarks {name}",
+                  "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "seconds": round(time.perf_counter() - started, 1), "machine": info, "figures": figures}
+        (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=2, default=str))
+        flat: dict[str, object] = {}
+        flatten("", figures, flat)
+        summary[name] = flat
+        print(json.dumps(figures, indent=2, default=str), flush=True)
+    (RESULTS / "summary.json").write_text(json.dumps({"machine": info, "results": summary}, indent=2, default=str))
+    lines = ["# Accord benchmarks", "", f"Machine: {info['cpus']} CPUs, {info['cpu']}, {info['memory']}, "
+             f"Python {info['python']}", "", "| benchmark | figure | value |", "|---|---|---|"]
+    for name, flat in summary.items():
+        for key, value in flat.items():
+            lines.append(f"| {name} | {key} | {value} |")
+    (RESULTS / "summary.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {RESULTS / 'summary.md'}")
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,26 @@
+"""gunicorn settings for Accord in production: ``gunicorn -c gunicorn.conf.py 'app:create_app()'``.
+
+Every value can be overridden with the usual GUNICORN_* style command-line flags; the
+environment variables below are Accord's own.
+"""
+import os
+
+bind = os.environ.get("ACCORD_BIND", "127.0.0.1:8000")
+# Two cores here: 2 workers with a few threads each keeps the database pool small and busy.
+workers = int(os.environ.get("ACCORD_WORKERS", "2"))
+threads = int(os.environ.get("ACCORD_THREADS", "4"))
+worker_class = "gthread"
+# Large transfers stream for a long time; the proxy in front enforces client timeouts.
+timeout = int(os.environ.get("ACCORD_WORKER_TIMEOUT", "300"))
+graceful_timeout = 30
+keepalive = 5
+# Recycle workers now and then so a slow leak cannot grow without bound.
+max_requests = int(os.environ.get("ACCORD_MAX_REQUESTS", "5000"))
+max_requests_jitter = 500
+# The app logs its own JSON access lines with request ids; gunicorn's would be duplicates.
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("ACCORD_LOG_LEVEL", "info").lower()
+forwarded_allow_ips = os.environ.get("ACCORD_FORWARDED_ALLOW_IPS", "127.0.0.1")
+# The scheduler never runs inside gunicorn: `accord scheduler run` is its own process.
+raw_env = ["ACCORD_SCHEDULER_IN_PROCESS=0"]
