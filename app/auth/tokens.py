@@ -7,18 +7,20 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from app.audit import service as audit
-from app.auth.models import ApiToken, User
+from app.auth.models import ApiToken, Role, User
 from app.clock import as_utc
-from app.errors import ValidationFailed
+from app.errors import NotFound, ValidationFailed
 
 TOKEN_PREFIX = "acc_"
 #: What a token may do; a partner system gets only the scopes it needs.
 SCOPES = ("read", "check", "submit", "transfer")
 MAX_LIFETIME = timedelta(days=366)
+#: How stale ``last_used_at`` may get: at most one write a minute per token, however busy it is.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,8 @@ def authenticate(session: Session, plaintext: str, *, now: datetime, pepper: str
     public, _, secret = plaintext[len(TOKEN_PREFIX):].partition("_")
     if not public or not secret:
         return None
-    token = session.scalar(select(ApiToken).where(ApiToken.prefix == public))
+    token = session.scalar(select(ApiToken).where(ApiToken.prefix == public).options(
+        joinedload(ApiToken.user).joinedload(User.organisation), joinedload(ApiToken.user).selectinload(User.role_rows)))
     if token is None or not hmac.compare_digest(token.token_hash, _digest(pepper, plaintext)):
         return None
     if token.revoked_at is not None or as_utc(token.expires_at) <= now or not token.user.is_enabled:
@@ -79,3 +82,43 @@ def revoke(session: Session, actor: User, token: ApiToken, *, now: datetime) -> 
         audit.record(session, action="token.revoked", actor=actor, organisation=token.user.organisation.code,
                      subject_type="api_token", subject_id=token.id, details={"prefix": token.prefix})
         session.flush()
+
+
+def status(token: ApiToken, now: datetime) -> str:
+    """``active``, ``expired`` or ``revoked``: derived from dates, never stored."""
+    if token.revoked_at is not None:
+        return "revoked"
+    return "expired" if as_utc(token.expires_at) <= now else "active"
+
+
+def list_tokens(session: Session, user: User) -> list[ApiToken]:
+    """A user's own tokens, newest first."""
+    return list(session.scalars(select(ApiToken).where(ApiToken.user_id == user.id)
+                                .order_by(ApiToken.created_at.desc(), ApiToken.id.desc())))
+
+
+def list_all_tokens(session: Session) -> list[ApiToken]:
+    """Every token, for administrators, newest first."""
+    return list(session.scalars(select(ApiToken).options(joinedload(ApiToken.user).joinedload(User.organisation))
+                                .order_by(ApiToken.created_at.desc(), ApiToken.id.desc())))
+
+
+def get_token(session: Session, actor: User, token_id: int) -> ApiToken:
+    """A token ``actor`` may manage: their own, or any for an administrator; anyone else's is not found."""
+    token = session.get(ApiToken, token_id)
+    if token is None or (token.user_id != actor.id and not actor.has_role(Role.ADMIN)):
+        raise NotFound("There is no such API token")
+    return token
+
+
+def use_is_due(token: ApiToken, now: datetime) -> bool:
+    """Whether ``last_used_at`` is stale enough to be worth a write."""
+    return token.last_used_at is None or as_utc(token.last_used_at) <= now - LAST_USED_RESOLUTION
+
+
+def record_use(session: Session, token_id: int, now: datetime) -> None:
+    """Note that a token was used, unless another request already did within the resolution."""
+    session.execute(update(ApiToken).where(
+        ApiToken.id == token_id,
+        or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= now - LAST_USED_RESOLUTION),
+    ).values(last_used_at=now))

@@ -164,6 +164,7 @@ def record(session: Session, actor: User, data: Mapping[str, Any], *, now: datet
         outcome=decision.outcome.value, is_one_off=request.protocol is None,
         emergency_category=request.emergency.category if request.emergency else None,
         retention_months=request.retention_months, request=request.to_dict(), decision=decision.to_dict(),
+        resolution=None, emergency_review=None,
     )
     session.add(exchange)
     session.flush()
