@@ -9,16 +9,18 @@ was checked, not only what failed.
 
 Speed matters because the answer is given while an officer waits and replays run over whole
 periods: the :class:`Snapshot` indexes everything by key once, and ``decide`` only ever looks
-things up, never scans the register or the protocols, so its cost does not grow with them.
+things up, never scans the register or the protocols, so its cost does not grow with them. The
+snapshot also remembers what ``decide`` works out that depends on nothing but its key and the
+snapshot (pass findings, an organisation's standing on a day), which halves the cost again.
 """
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from types import MappingProxyType
-from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
@@ -371,8 +373,11 @@ class Snapshot:
     #: in sorted order so that either direction counts towards the same pattern.
     ad_hoc_counts: Mapping[tuple[str, str, str], int]
     bundle_hash: str
-    #: Pass findings already made from this snapshot, reused by ``decide`` (see ``_once``).
-    memo: dict[tuple[Any, ...], Finding] = field(default_factory=dict, compare=False, repr=False)
+    #: What ``decide`` has already worked out from this snapshot (standings on a day, category
+    #: summaries, and per protocol its pass findings), keyed by everything each depends on; see
+    #: ``_remember``. Not an init field, so ``dataclasses.replace`` gives a changed snapshot a
+    #: memo of its own.
+    memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def ad_hoc_count(self, from_org: str, to_org: str, purpose: str) -> int:
         first, second = (from_org, to_org) if from_org <= to_org else (to_org, from_org)
@@ -585,7 +590,11 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (frozenset, set)):
-        return sorted(_jsonable(v) for v in value)
+        items = [_jsonable(v) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:  # mixed types, e.g. paragraphs and None: any stable order will do
+            return sorted(items, key=repr)
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
@@ -614,7 +623,7 @@ class _Context:
         "request", "snapshot", "taxonomy", "as_of", "sender", "recipient", "protocol", "protocol_key",
         "protocol_missing", "sender_party", "recipient_party", "categories", "unknown_categories", "any_special",
         "any_criminal", "any_health", "identifying", "purpose", "sender_standing", "recipient_standing",
-        "emergency_accepted",
+        "emergency_accepted", "memo",
     )
 
 
@@ -667,29 +676,14 @@ def _context(request: ExchangeRequest, snapshot: Snapshot) -> _Context:
         ctx.recipient_party = protocol.parties.get(request.to_org)
     else:
         ctx.sender_party = ctx.recipient_party = None
+    ctx.memo = snapshot.memo
 
-    known = taxonomy.categories
-    categories = []
-    unknown = []
-    special = criminal = health = identifying = False
-    for code in request.data_categories:
-        facts = known.get(code)
-        if facts is None:
-            unknown.append(code)
-            identifying = True
-            continue
-        categories.append(facts)
-        special = special or facts.special_category
-        criminal = criminal or facts.criminal_offence
-        health = health or facts.health
-        # Depersonalised statistics identify no one: only the rest is personal data (UK GDPR recital 26).
-        identifying = identifying or not facts.depersonalised
-    ctx.categories = categories
-    ctx.unknown_categories = unknown
-    ctx.any_special = special
-    ctx.any_criminal = criminal
-    ctx.any_health = health
-    ctx.identifying = identifying
+    codes = tuple(request.data_categories)
+    summary = snapshot.memo.get(("categories", codes))
+    if summary is None:
+        summary = _keep(snapshot.memo, ("categories", codes), _summarise_categories(taxonomy, codes))
+    (ctx.categories, ctx.unknown_categories, ctx.any_special, ctx.any_criminal, ctx.any_health,
+     ctx.identifying) = summary
     ctx.purpose = taxonomy.purposes.get(request.purpose)
     ctx.sender_standing = _standing(snapshot, request.from_org, as_of)
     ctx.recipient_standing = _standing(snapshot, request.to_org, as_of)
@@ -702,8 +696,37 @@ def _context(request: ExchangeRequest, snapshot: Snapshot) -> _Context:
     return ctx
 
 
+def _summarise_categories(taxonomy: TaxonomyFacts, codes: tuple[str, ...]) -> tuple[Any, ...]:
+    """The requested categories' facts, the unknown codes, and which kinds of data they include."""
+    categories = []
+    unknown = []
+    special = criminal = health = identifying = False
+    for code in codes:
+        facts = taxonomy.categories.get(code)
+        if facts is None:
+            unknown.append(code)
+            identifying = True
+            continue
+        categories.append(facts)
+        special = special or facts.special_category
+        criminal = criminal or facts.criminal_offence
+        health = health or facts.health
+        # Depersonalised statistics identify no one: only the rest is personal data (UK GDPR recital 26).
+        identifying = identifying or not facts.depersonalised
+    return tuple(categories), tuple(unknown), special, criminal, health, identifying
+
+
 def _standing(snapshot: Snapshot, organisation: str, as_of: date) -> _Standing:
-    """The organisation's latest signature given on or before ``as_of``; any earlier one is superseded by it."""
+    """The organisation's K-MISA standing on ``as_of``, worked out once per day and snapshot."""
+    key = ("standing", organisation, as_of)
+    found = snapshot.memo.get(key)
+    if found is None:
+        found = _keep(snapshot.memo, key, _work_out_standing(snapshot, organisation, as_of))
+    return found  # type: ignore[no-any-return]
+
+
+def _work_out_standing(snapshot: Snapshot, organisation: str, as_of: date) -> _Standing:
+    """The latest signature given on or before ``as_of`` decides; any earlier one is superseded by it."""
     for signature in snapshot.signatures.get(organisation, ()):
         if signature.signed_on <= as_of:
             kmisa = snapshot.kmisa
@@ -769,20 +792,22 @@ def _quoted(codes: Iterable[str]) -> str:
 _MEMO_LIMIT = 100_000
 
 
-def _once(ctx: _Context, key: tuple[Any, ...], make: Callable[[], Finding]) -> Finding:
-    """The pass finding for ``key``, made once per snapshot.
+def _remember(ctx: _Context, key: tuple[Any, ...], make: Callable[[], Finding]) -> Finding:
+    """Make the pass finding for ``key`` and keep it in the snapshot's memo.
 
     A pass finding's words and evidence depend only on its key and on the snapshot, which
-    never changes, so the first one made is reused; the rule's checks still run every time,
-    only building the finding is saved. That halves the cost of a typical decision.
+    never changes, so rules look it up first (``ctx.memo.get(key)``) and only make it the
+    first time; the rule's checks still run every time. That halves the cost of a decision.
     """
-    memo = ctx.snapshot.memo
-    found = memo.get(key)
-    if found is None:
-        if len(memo) >= _MEMO_LIMIT:
-            memo.clear()
-        found = memo[key] = make()
-    return found
+    return _keep(ctx.memo, key, make())  # type: ignore[no-any-return]
+
+
+def _keep(memo: dict[tuple[Any, ...], Any], key: tuple[Any, ...], value: Any) -> Any:
+    """Store ``value`` in a snapshot's memo, emptying it first if it has grown past its limit."""
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 def _no_protocol(rule: str, ctx: _Context, citation: str) -> Finding | None:
@@ -837,7 +862,8 @@ def _org_active(ctx: _Context) -> Finding:
     sender, recipient, as_of = ctx.sender, ctx.recipient, ctx.as_of
     if sender is not None and recipient is not None and not sender.is_dissolved(as_of) \
             and not recipient.is_dissolved(as_of):
-        return _once(ctx, (rule, sender.code, recipient.code), lambda: Finding(
+        found = ctx.memo.get((rule, sender.code, recipient.code))
+        return found if found is not None else _remember(ctx, (rule, sender.code, recipient.code), lambda: Finding(
             rule, PASS, f"{sender.name} and {recipient.name} are active organisations.", citation,
             {"sender": "active", "recipient": "active"}))
     problems = []
@@ -869,7 +895,8 @@ def _kmisa_signatory(ctx: _Context) -> Finding:
     if sender.current and recipient.current:
         key = (rule, ctx.request.from_org, sender.signature.signed_on, sender.status,  # type: ignore[union-attr]
                ctx.request.to_org, recipient.signature.signed_on, recipient.status)  # type: ignore[union-attr]
-        return _once(ctx, key, lambda: _kmisa_pass(ctx, sender, recipient, citation))
+        found = ctx.memo.get(key)
+        return found if found is not None else _remember(ctx, key, lambda: _kmisa_pass(ctx, sender, recipient, citation))
     problems = []
     evidence: dict[str, Any] = {}
     for role, code, standing in (("sender", ctx.request.from_org, sender), ("recipient", ctx.request.to_org, recipient)):
@@ -927,7 +954,8 @@ def _protocol_approved(ctx: _Context) -> Finding:
             citation, {"protocol": protocol.label, "signed_off_by": protocol.signed_off_by,
                        "awaiting_signoff": protocol.awaiting_signoff},
         )
-    return _once(ctx, (rule, ctx.protocol_key), lambda: Finding(
+    found = ctx.memo.get((rule, ctx.protocol_key))
+    return found if found is not None else _remember(ctx, (rule, ctx.protocol_key), lambda: Finding(
         rule, PASS, f"{protocol.label} has been signed off by every party.", citation,
         {"protocol": protocol.label, "signed_off_by": protocol.signed_off_by}))
 
@@ -943,7 +971,8 @@ def _protocol_current(ctx: _Context) -> Finding:
     superseded = current is not None and current.version > protocol.version
     if not (protocol.retired or superseded or protocol.effective_from > as_of or protocol.review_on < as_of
             or (protocol.ends_on is not None and protocol.ends_on < as_of)):
-        return _once(ctx, (rule, ctx.protocol_key), lambda: Finding(
+        found = ctx.memo.get((rule, ctx.protocol_key))
+        return found if found is not None else _remember(ctx, (rule, ctx.protocol_key), lambda: Finding(
             rule, PASS, f"{protocol.label} is in effect and within its review date ({_day(protocol.review_on)}).",
             citation, _protocol_dates(protocol)))
     evidence = _protocol_dates(protocol)
@@ -1015,7 +1044,8 @@ def _parties(ctx: _Context) -> Finding:
 
     if problems:
         return Finding(rule, DENY, "; ".join(problems) + ".", citation, evidence())
-    return _once(ctx, (rule, ctx.protocol_key, request.from_org, request.to_org), lambda: Finding(
+    found = ctx.memo.get((rule, ctx.protocol_key, request.from_org, request.to_org))
+    return found if found is not None else _remember(ctx, (rule, ctx.protocol_key, request.from_org, request.to_org), lambda: Finding(
         rule, PASS, f"{_name(ctx, request.from_org)} provides and {_name(ctx, request.to_org)} receives "
                     f"({recipient.tier} tier) under {protocol.label}.", citation, evidence()))  # type: ignore[union-attr]
 
@@ -1034,7 +1064,8 @@ def _purpose(ctx: _Context) -> Finding:
                        f"{protocol.label} does not cover the purpose '{purpose.label}': data collected for its "
                        "purposes may not be shared for another.", citation,
                        {"purpose": code, "protocol_purposes": protocol.purposes})
-    return _once(ctx, (rule, ctx.protocol_key, code), lambda: Finding(
+    found = ctx.memo.get((rule, ctx.protocol_key, code))
+    return found if found is not None else _remember(ctx, (rule, ctx.protocol_key, code), lambda: Finding(
         rule, PASS, f"'{purpose.label}' is one of the purposes of {protocol.label}.", citation,
         {"purpose": code, "protocol_purposes": protocol.purposes}))
 
@@ -1060,7 +1091,8 @@ def _data_categories(ctx: _Context) -> Finding:
                        f"{_name(ctx, to_org)} may not receive {_quoted(extra)} under {protocol.label} "
                        f"({party.tier} tier): share only what the protocol allows.", citation,
                        {"protocol": protocol.label, "tier": party.tier, "allowed": allowed, "not_allowed": extra})
-    return _once(ctx, (rule, ctx.protocol_key, to_org), lambda: Finding(
+    found = ctx.memo.get((rule, ctx.protocol_key, to_org))
+    return found if found is not None else _remember(ctx, (rule, ctx.protocol_key, to_org), lambda: Finding(
         rule, PASS, f"Every requested category is allowed for {_name(ctx, to_org)} under {protocol.label}.",
         citation, {"protocol": protocol.label, "tier": party.tier, "allowed": allowed}))
 
@@ -1084,7 +1116,8 @@ def _subject_types(ctx: _Context) -> Finding:
                        f"{protocol.label} does not cover data about {_quoted(uncovered)}: those people were not told "
                        "their data would be shared this way.", citation,
                        {"protocol": protocol.label, "covered": covered, "not_covered": uncovered})
-    return _once(ctx, (rule, ctx.protocol_key), lambda: Finding(
+    found = ctx.memo.get((rule, ctx.protocol_key))
+    return found if found is not None else _remember(ctx, (rule, ctx.protocol_key), lambda: Finding(
         rule, PASS, f"{protocol.label} covers every requested type of data subject.", citation,
         {"protocol": protocol.label, "covered": covered}))
 
@@ -1113,7 +1146,8 @@ def _lawful_basis(ctx: _Context) -> Finding:
                        f"(listed: {', '.join(f'({b})' for b in sorted(listed)) or 'none'}).", basis.citation,
                        {"lawful_basis": code, "protocol_bases": listed})
     evidence = {"lawful_basis": code} if listed is None else {"lawful_basis": code, "protocol_bases": listed}
-    return _once(ctx, (rule, ctx.protocol_key, ctx.request.from_org, code), lambda: Finding(
+    found = ctx.memo.get((rule, ctx.protocol_key, ctx.request.from_org, code))
+    return found if found is not None else _remember(ctx, (rule, ctx.protocol_key, ctx.request.from_org, code), lambda: Finding(
         rule, PASS, f"The disclosure relies on {basis.label.lower()}, {basis.citation}.", basis.citation, evidence))
 
 
@@ -1172,7 +1206,8 @@ def _special_category(ctx: _Context) -> Finding:
                        evidence())
     key = (rule, ctx.protocol_key, request.from_org, request.to_org, article9, paragraph, sender_needs_apd,
            recipient_condition)
-    return _once(ctx, key, lambda: Finding(
+    found = ctx.memo.get(key)
+    return found if found is not None else _remember(ctx, key, lambda: Finding(
         rule, PASS, f"Special category data is shared under {_condition_text(article9, paragraph)}, with the policy "
                     "documents it needs.", citation, evidence()))
 
@@ -1197,14 +1232,20 @@ def _special_recipient(
                 "special category data"), None
     else:
         # Prefer the sender's own condition, then the others the recipient has listed.
-        options = sorted(party.special_category_conditions,
-                         key=lambda c: (c != (article9, paragraph), c[0], c[1] or 0))
+        own = (article9, paragraph)
+        if own in party.special_category_conditions and _usable_by_recipient(ctx, recipient, paragraph):
+            return None, own
+        options = sorted(party.special_category_conditions, key=lambda c: (c != own, c[0], c[1] or 0))
     for option in options:
-        option_paragraph = option[1]
-        if option_paragraph is None or not _needs_apd(ctx, option_paragraph, disclosing=False) \
-                or recipient.apd_covers(option_paragraph, ctx.as_of):
+        if _usable_by_recipient(ctx, recipient, option[1]):
             return None, option
     return _apd_problem(recipient, options[0][1]), None  # type: ignore[arg-type]
+
+
+def _usable_by_recipient(ctx: _Context, recipient: OrganisationFacts, paragraph: int | None) -> bool:
+    """A condition the recipient can hold data under: no paragraph, or one needing no APD, or one its APD covers."""
+    return paragraph is None or not _needs_apd(ctx, paragraph, disclosing=False) \
+        or recipient.apd_covers(paragraph, ctx.as_of)
 
 
 def _condition_text(article9: str, paragraph: int | None) -> str:
@@ -1299,7 +1340,8 @@ def _criminal_offence(ctx: _Context) -> Finding:
     note = " (paragraph 10(2): no policy document is needed to disclose to a competent authority)" if exempt else ""
     key = (rule, ctx.protocol_key, request.from_org, request.to_org, route, paragraph, sender_needs_apd, exempt,
            recipient_route)
-    return _once(ctx, key, lambda: Finding(
+    found = ctx.memo.get(key)
+    return found if found is not None else _remember(ctx, key, lambda: Finding(
         rule, PASS, f"Criminal offence data is disclosed {how}{note}, and the recipient has a route to hold it.",
         citation, evidence()))
 
@@ -1373,7 +1415,8 @@ def _legal_gateway(ctx: _Context) -> Finding:
         return Finding(rule, REFER,
                        f"{sender.name} holds this data for law enforcement; using it for '{purpose_label}' needs a "
                        f"law that authorises it, and {gateway.citation} does not.", "DPA 2018 s36(4)", evidence)
-    return _once(ctx, (rule, ctx.protocol_key, request.from_org, code), lambda: Finding(
+    found = ctx.memo.get((rule, ctx.protocol_key, request.from_org, code))
+    return found if found is not None else _remember(ctx, (rule, ctx.protocol_key, request.from_org, code), lambda: Finding(
         rule, PASS, f"{sender.name} shares under {gateway.citation}.", gateway.citation, evidence))
 
 
@@ -1412,10 +1455,17 @@ def _confidentiality(ctx: _Context) -> Finding:
             "approved_by": caldicott.approved_by, "approved_on": caldicott.approved_on,  # type: ignore[union-attr]
             "confidentiality_basis": basis})
 
-    return _once(ctx, (rule, ctx.protocol_key, basis), make)
+    found = ctx.memo.get((rule, ctx.protocol_key, basis))
+    return found if found is not None else _remember(ctx, (rule, ctx.protocol_key, basis), make)
 
 
 def _ad_hoc(ctx: _Context) -> Finding:
+    """One-off sharing under the K-MISA umbrella, without a protocol.
+
+    The K-MISA lets its current signatories share case by case; what it does not allow is a
+    pattern of "one-offs" standing in for a protocol (ICO Data Sharing Code: routine sharing
+    needs an agreement), so regular sharing and the threshold-th one-off are referred.
+    """
     rule, citation = "ad_hoc", "K-MISA; ICO Data Sharing Code (DPA 2018 s121)"
     request = ctx.request
     if request.protocol is not None:
@@ -1429,15 +1479,17 @@ def _ad_hoc(ctx: _Context) -> Finding:
                 "window_days": kmisa.ad_hoc_window_days}
     if not request.one_off:
         return Finding(rule, REFER, "Regular sharing needs a protocol: a DPO must decide this exchange, and the "
-                                    "partners should put a protocol in place.", citation, evidence)
+                                    "partners should put a protocol in place.", citation,
+                       {**evidence, "advice": "put a protocol in place"})
     if prior + 1 >= kmisa.ad_hoc_count:
         return Finding(rule, REFER,
                        f"This is one-off request {prior + 1} between {_name(ctx, request.from_org)} and "
                        f"{_name(ctx, request.to_org)} for this purpose in {kmisa.ad_hoc_window_days} days: a DPO must "
                        "decide it, and the partners should put a protocol in place.", citation,
                        {**evidence, "advice": "put a protocol in place"})
-    return Finding(rule, REFER, "One-off sharing outside a protocol between K-MISA signatories: a DPO must decide it.",
-                   citation, evidence)
+    return Finding(rule, PASS, f"One-off sharing between current K-MISA signatories (request {prior + 1} for this "
+                               f"pair and purpose in {kmisa.ad_hoc_window_days} days; a pattern starts at "
+                               f"{kmisa.ad_hoc_count}).", citation, evidence)
 
 
 def _transfer_method(ctx: _Context) -> Finding:
@@ -1453,7 +1505,8 @@ def _transfer_method(ctx: _Context) -> Finding:
     if protocol is not None and code not in protocol.transfer_methods:
         return Finding(rule, DENY, f"{protocol.label} does not permit {method.label}.", citation,
                        {"method": code, "secure": True, "protocol_methods": protocol.transfer_methods})
-    return _once(ctx, (rule, ctx.protocol_key, code), lambda: Finding(
+    found = ctx.memo.get((rule, ctx.protocol_key, code))
+    return found if found is not None else _remember(ctx, (rule, ctx.protocol_key, code), lambda: Finding(
         rule, PASS, f"{method.label} is secure" + (f" and permitted by {protocol.label}." if protocol else "."),
         citation, {"method": code, "secure": True}))
 
@@ -1478,7 +1531,8 @@ def _retention(ctx: _Context) -> Finding:
         return Finding(rule, DENY, f"{_name(ctx, to_org)} may keep data under {protocol.label} for at most "
                                    f"{maximum} months, not {requested}.", citation,
                        {"requested_months": requested, "maximum_months": maximum})
-    return _once(ctx, (rule, ctx.protocol_key, to_org, requested), lambda: Finding(
+    found = ctx.memo.get((rule, ctx.protocol_key, to_org, requested))
+    return found if found is not None else _remember(ctx, (rule, ctx.protocol_key, to_org, requested), lambda: Finding(
         rule, PASS, f"{requested} months is within the {maximum}-month maximum." if maximum is not None
         else f"{protocol.label} sets no maximum for {_name(ctx, to_org)}.", citation,
         {"requested_months": requested, "maximum_months": maximum}))
@@ -1500,7 +1554,8 @@ def _dpia_scope(ctx: _Context) -> Finding:
     as_of = ctx.as_of
     purpose = request.purpose
     if dpia.completed_on <= as_of <= dpia.review_on and purpose in dpia.scope_purposes and (dpia.covers_bulk or not bulk):
-        return _once(ctx, (rule, ctx.protocol_key, bulk), lambda: Finding(
+        found = ctx.memo.get((rule, ctx.protocol_key, bulk))
+        return found if found is not None else _remember(ctx, (rule, ctx.protocol_key, bulk), lambda: Finding(
             rule, PASS, f"DPIA {dpia.reference} covers this exchange.", citation, _dpia_evidence(dpia, bulk)))
     evidence = _dpia_evidence(dpia, bulk)
     if dpia.completed_on > as_of:
@@ -1533,7 +1588,8 @@ def _onward_sharing(ctx: _Context) -> Finding:
     if onward not in protocol.onward_recipients:
         return Finding(rule, DENY, f"{protocol.label} does not allow the data to be passed on to {_name(ctx, onward)}.",
                        citation, evidence)
-    return _once(ctx, (rule, ctx.protocol_key, onward), lambda: Finding(
+    found = ctx.memo.get((rule, ctx.protocol_key, onward))
+    return found if found is not None else _remember(ctx, (rule, ctx.protocol_key, onward), lambda: Finding(
         rule, PASS, f"{protocol.label} allows onward sharing with {_name(ctx, onward)}.", citation, evidence))
 
 
@@ -1544,7 +1600,8 @@ def _recipient_assurance(ctx: _Context) -> Finding:
         return _RECIPIENT_UNKNOWN
     expires = recipient.ico_registration_expires_on
     if expires is not None and expires >= ctx.as_of and recipient.dpo_email:
-        return _once(ctx, (rule, recipient.code), lambda: Finding(
+        found = ctx.memo.get((rule, recipient.code))
+        return found if found is not None else _remember(ctx, (rule, recipient.code), lambda: Finding(
             rule, PASS, f"{recipient.name} is registered with the ICO until {_day(expires)} and has a data "
                         "protection contact.", citation,
             {"ico_registration_expires_on": expires, "dpo_email": recipient.dpo_email}))

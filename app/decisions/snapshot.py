@@ -39,6 +39,7 @@ from app.decisions.engine import (
 )
 from app.policies.loader import LoadedProtocol, PolicyBundle, allowed_paragraphs
 from app.policies.schema import Party, Protocol, Taxonomy, category_lineage, effective_category_flags
+from app.registry.demo import DemoRegister
 from app.registry.status import SignatureFacts
 
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
@@ -61,9 +62,10 @@ def build_snapshot(
     """
     taxonomy = taxonomy_facts(bundle.taxonomy)
     retired_keys = frozenset(retired)
+    shared = _Shared()
     protocols = {
         loaded.key: protocol_facts(
-            loaded, bundle.taxonomy, frozenset(signoffs.get(loaded.key, ())), loaded.key in retired_keys
+            loaded, bundle.taxonomy, frozenset(signoffs.get(loaded.key, ())), loaded.key in retired_keys, shared=shared
         )
         for loaded in bundle.protocols
     }
@@ -155,12 +157,29 @@ def taxonomy_facts(taxonomy: Taxonomy) -> TaxonomyFacts:
     )
 
 
+class _Shared:
+    """One object for each distinct set or fact, shared by every protocol that has an equal one.
+
+    Protocols repeat each other (the same purposes, methods, bases and conditions), so sharing
+    equal values keeps a register of thousands of protocols small, and keeps what ``decide``
+    reads in the processor's cache.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[Any, Any] = {}
+
+    def __call__(self, value: Any) -> Any:
+        return self._seen.setdefault(value, value)
+
+
 def protocol_facts(
-    loaded: LoadedProtocol, taxonomy: Taxonomy, signed_off_by: frozenset[str], retired: bool = False
+    loaded: LoadedProtocol, taxonomy: Taxonomy, signed_off_by: frozenset[str], retired: bool = False,
+    *, shared: _Shared | None = None,
 ) -> ProtocolFacts:
     """One protocol version as the rules see it; approval is every party having signed it off."""
+    same = shared if shared is not None else _Shared()
     protocol = loaded.protocol
-    parties = {party.organisation: _party_facts(party, protocol) for party in protocol.parties}
+    parties = {party.organisation: _party_facts(party, protocol, same) for party in protocol.parties}
     dpia = protocol.dpia
     caldicott = protocol.caldicott
     return ProtocolFacts(
@@ -176,24 +195,24 @@ def protocol_facts(
         supersedes=protocol.supersedes,
         retired=retired or protocol.status == "retired",
         parties=MappingProxyType(parties),
-        purposes=frozenset(protocol.purposes),
-        subject_types=frozenset(protocol.subject_types),
-        statutory_gateways=frozenset(protocol.statutory_gateways),
-        transfer_methods=frozenset(protocol.transfer_methods),
+        purposes=same(frozenset(protocol.purposes)),
+        subject_types=same(frozenset(protocol.subject_types)),
+        statutory_gateways=same(frozenset(protocol.statutory_gateways)),
+        transfer_methods=same(frozenset(protocol.transfer_methods)),
         dpia=None if dpia is None else DpiaFacts(
-            dpia.reference, dpia.completed_on, dpia.review_on, dpia.covers_bulk, frozenset(dpia.scope_purposes)
+            dpia.reference, dpia.completed_on, dpia.review_on, dpia.covers_bulk, same(frozenset(dpia.scope_purposes))
         ),
-        caldicott=None if caldicott is None else CaldicottFacts(
+        caldicott=None if caldicott is None else same(CaldicottFacts(
             caldicott.approved, caldicott.approved_by, caldicott.approved_on, caldicott.confidentiality_basis_required
-        ),
-        onward_recipients=frozenset(protocol.onward_sharing.allowed_recipients),
-        signed_off_by=signed_off_by,
+        )),
+        onward_recipients=same(frozenset(protocol.onward_sharing.allowed_recipients)),
+        signed_off_by=same(signed_off_by),
         awaiting_signoff=tuple(sorted(set(parties) - signed_off_by)),
         label=f"{protocol.code} v{protocol.version}",
     )
 
 
-def _party_facts(party: Party, protocol: Protocol) -> PartyFacts:
+def _party_facts(party: Party, protocol: Protocol, same: _Shared) -> PartyFacts:
     tiers = protocol.data_categories
     # A personal-tier party may also receive the protocol's depersonalised statistics.
     allowed = set(tiers.depersonalised) if party.tier == "depersonalised" else set(tiers.personal) | set(tiers.depersonalised)
@@ -206,14 +225,14 @@ def _party_facts(party: Party, protocol: Protocol) -> PartyFacts:
         provider="provider" in party.roles,
         recipient="recipient" in party.roles,
         tier=party.tier,
-        allowed_categories=frozenset(allowed),
-        lawful_bases=frozenset(party.lawful_bases),
-        special_category_conditions=frozenset((c.article9, c.schedule1_paragraph)
-                                              for c in party.special_category_conditions),
+        allowed_categories=same(frozenset(allowed)),
+        lawful_bases=same(frozenset(party.lawful_bases)),
+        special_category_conditions=same(frozenset((c.article9, c.schedule1_paragraph)
+                                                   for c in party.special_category_conditions)),
         criminal_official_authority=criminal is not None and criminal.official_authority,
-        criminal_paragraphs=frozenset(criminal.schedule1_paragraphs) if criminal is not None else frozenset(),
+        criminal_paragraphs=same(frozenset(criminal.schedule1_paragraphs) if criminal is not None else frozenset()),
         max_retention_months=party.max_retention_months,
-        roles=tuple(party.roles),
+        roles=same(tuple(party.roles)),
     )
 
 
@@ -222,7 +241,7 @@ def _party_facts(party: Party, protocol: Protocol) -> PartyFacts:
 # ---------------------------------------------------------------------------------------------
 
 
-def demo_register_facts(register: Any) -> tuple[list[OrganisationFacts], list[SignatureFacts]]:
+def demo_register_facts(register: DemoRegister) -> tuple[list[OrganisationFacts], list[SignatureFacts]]:
     """Organisation and signature facts from :class:`app.registry.demo.DemoRegister`."""
     organisations = [
         OrganisationFacts(

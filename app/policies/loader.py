@@ -216,7 +216,8 @@ class _Document:
             self.problems.append(PolicyProblem(self.path, None, None, f"the file is not UTF-8 text ({error.reason})"))
             return
         try:
-            self.data = yaml.load(self.text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+            # _StrictLoader is a SafeLoader subclass: no arbitrary objects are built.
+            self.data = yaml.load(self.text, Loader=_StrictLoader)  # noqa: S506  # nosec B506
         except yaml.MarkedYAMLError as error:
             mark = error.problem_mark or error.context_mark
             line = mark.line + 1 if mark is not None else None
