@@ -580,7 +580,15 @@ _set = object.__setattr__
 _NO_EVIDENCE: Mapping[str, Any] = MappingProxyType({})
 
 
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
 def _jsonable(value: Any) -> Any:
+    # Scalars first: they are most of what a decision holds, and this runs on every recorded one.
+    if type(value) in _JSON_SCALARS:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
     if is_dataclass(value) and not isinstance(value, type):
         return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, (date, datetime)):
@@ -595,8 +603,6 @@ def _jsonable(value: Any) -> Any:
             return sorted(items)
         except TypeError:  # mixed types, e.g. paragraphs and None: any stable order will do
             return sorted(items, key=repr)
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
     return value
 
 
