@@ -68,6 +68,13 @@ class Config:
     #: Largest non-upload request body.
     MAX_FORM_BYTES = _env_int("ACCORD_MAX_FORM_BYTES", 1024 * 1024)
 
+    #: API requests allowed per token, and per client address for requests without a valid token,
+    #: as "N/second|minute|hour|day"; "off" turns a limit off. Counted per process unless
+    #: RATELIMIT_STORAGE_URI names a shared store such as redis://host:6379.
+    API_RATE_LIMIT = os.environ.get("ACCORD_API_RATE_LIMIT", "600/minute")
+    API_ANONYMOUS_RATE_LIMIT = os.environ.get("ACCORD_API_ANONYMOUS_RATE_LIMIT", "60/minute")
+    RATELIMIT_STORAGE_URI = os.environ.get("ACCORD_RATELIMIT_STORAGE_URI", "memory://")
+
     #: Run the scheduler inside the web process (the embedded default only).
     SCHEDULER_IN_PROCESS = _env_bool("ACCORD_SCHEDULER_IN_PROCESS", False)
 

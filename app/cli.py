@@ -124,8 +124,14 @@ def serve_command(host: str, port: int, threads: int) -> None:
     import waitress
 
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    if app.config.get("SCHEDULER_IN_PROCESS"):
+        from app.scheduler import start_in_process
+
+        start_in_process(app)
     click.echo(f"Accord is running on http://{host}:{port}/ (press Ctrl+C to stop)")
-    waitress.serve(app, host=host, port=port, threads=threads, ident="accord")
+    from app.transfers.streaming import waitress_options
+
+    waitress.serve(app, host=host, port=port, threads=threads, ident="accord", **waitress_options(app.config))
 
 
 @click.command("healthcheck")
@@ -141,8 +147,16 @@ def healthcheck_command() -> None:
 def register(app: Flask) -> None:
     for command in (seed_group, users_group, tokens_group, serve_command, healthcheck_command):
         app.cli.add_command(command)
+    from app.audit import cli as audit_cli
     from app.decisions import cli as decisions_cli
     from app.protocols import cli as protocols_cli
+    from app.reminders import cli as reminders_cli
+    from app.scheduler import cli as scheduler_cli
+    from app.transfers import cli as transfers_cli
 
     protocols_cli.register(app)
     decisions_cli.register(app)
+    audit_cli.register(app)
+    reminders_cli.register(app)
+    scheduler_cli.register(app)
+    transfers_cli.register(app)

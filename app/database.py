@@ -33,6 +33,18 @@ def read_only() -> Iterator[None]:
         _read_only.reset(token)
 
 
+@contextmanager
+def writing() -> Iterator[None]:
+    """Begin SQLite transactions with BEGIN IMMEDIATE even in a GET, for the rare read that must
+    record something (a download's audit event): a deferred transaction that later writes can
+    fail at once with "database is locked" instead of waiting its turn."""
+    token = _read_only.set(False)
+    try:
+        yield
+    finally:
+        _read_only.reset(token)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:

@@ -45,6 +45,10 @@ def complete(app: Flask) -> None:
             app.config["AUDIT_SIGNING_KEY_FILE"] = str(instance / "audit-signing-key.pem")
     if not app.config.get("POLICIES_DIR"):
         app.config["POLICIES_DIR"] = str(Path(app.root_path).parent / "policies")
+    # Every request body is limited to the form size; only the transfer uploads raise the limit,
+    # per request, to MAX_PAYLOAD_BYTES, and they read the body as a stream (app.transfers.streaming).
+    if app.config.get("MAX_CONTENT_LENGTH") is None:
+        app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_FORM_BYTES"]
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
     if uri.startswith("postgres://"):
         uri = "postgresql://" + uri[len("postgres://"):]

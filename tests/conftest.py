@@ -190,3 +190,14 @@ def api_token(app, session, demo):
         return {"Authorization": f"Bearer {issued.plaintext}"}
 
     return make
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Print the figures tests reported through ``tests.summary.report``."""
+    from tests.summary import LINES
+
+    lines = config.stash.get(LINES, [])
+    if lines:
+        terminalreporter.section("figures")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -1,8 +1,12 @@
 """Bearer-token authentication for /api/v1; the token's user is the acting user."""
 from __future__ import annotations
 
-from flask import current_app, g, request
+from datetime import datetime
 
+from flask import current_app, g, request
+from sqlalchemy.exc import OperationalError
+
+from app.api import ratelimit
 from app.auth import tokens
 from app.auth.models import User
 from app.clock import utcnow
@@ -24,20 +28,50 @@ class MissingScope(AccordError):
 PUBLIC_PATHS = ("/api/v1/openapi.json", "/api/v1/swagger")
 
 
+def is_public(path: str) -> bool:
+    """The document itself, and the explorer's page and assets; nothing that merely starts alike."""
+    return any(path == public or path.startswith(public + "/") for public in PUBLIC_PATHS)
+
+
 def authenticate_request() -> None:
-    """Run before every API request; sets ``g.api_user`` and ``g.api_scopes`` or refuses with 401."""
-    if request.path.startswith(PUBLIC_PATHS):
+    """Run before every API request; sets ``g.api_user`` and ``g.api_scopes`` or refuses with 401.
+
+    Every request counts against a rate limit: its token's once the token is known, the client's
+    address before that (the public document, a missing or a bad token), so 429 comes before 401.
+    """
+    if is_public(request.path):
+        ratelimit.hit_address()
         return
     header = request.headers.get("Authorization", "")
     scheme, _, credential = header.partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
+        ratelimit.hit_address()
         raise Unauthenticated("Send an API token as `Authorization: Bearer <token>`.")
-    token = tokens.authenticate(db.session, credential.strip(), now=utcnow(),
-                                pepper=current_app.config["TOKEN_PEPPER"])
+    now = utcnow()
+    token = tokens.authenticate(db.session, credential.strip(), now=now, pepper=current_app.config["TOKEN_PEPPER"])
     if token is None:
+        ratelimit.hit_address()
         raise Unauthenticated("The API token is unknown, expired or revoked.")
+    ratelimit.hit_token(token.id)
+    if tokens.use_is_due(token, now):
+        _record_use(token.id, now)
     g.api_user = token.user
     g.api_scopes = frozenset(token.scopes)
+
+
+def _record_use(token_id: int, now: datetime) -> None:
+    """Note the token's use and commit it at once, before the request does anything else.
+
+    It must not wait for the request's outcome: a dry-run check never commits, and a failed
+    request was still a use. It is bookkeeping, not a change to audit, and best effort: on SQLite
+    a read-only request's transaction cannot take the write lock if another writer committed
+    since it began, and then the next request notes the use instead.
+    """
+    try:
+        tokens.record_use(db.session, token_id, now)
+        db.session.commit()
+    except OperationalError:
+        db.session.rollback()
 
 
 def api_user(scope: str) -> User:

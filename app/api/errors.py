@@ -55,6 +55,11 @@ def validation_error_response(exc: ValidationError):
     return error_response(422, "validation_failed", "The request has invalid fields: see `fields`.", fields)
 
 
+#: The largest row id an API path or query accepts: PostgreSQL's INTEGER. A larger one could never
+#: be found, and past 64 bits the database drivers fail on it, so it is refused as invalid (422).
+MAX_ROW_ID = 2**31 - 1
+
+
 #: Response documentation shared by every operation.
 def standard_responses(*statuses: int) -> dict[int, type[BaseModel]]:
     return {status: ErrorEnvelope for status in statuses}

@@ -16,15 +16,20 @@ SECURITY_SCHEMES = {
 
 
 def register(app: Flask) -> None:
-    from app.api import auth
+    from app.api import auth, ratelimit
+    from app.audit.api import api as audit_api
     from app.auth.api import api as auth_api
     from app.decisions.api import api as decisions_api
     from app.extensions import csrf
     from app.registry.api import api as registry_api
+    from app.transfers.api import api as transfers_api
 
-    for blueprint in (registry_api, auth_api, decisions_api):
+    for blueprint in (registry_api, auth_api, decisions_api, transfers_api, audit_api):
         app.register_api(blueprint)
         csrf.exempt(blueprint)
+
+    ratelimit.init_app(app)
+    ratelimit.document(app)
 
     @app.before_request
     def _authenticate_api() -> None:

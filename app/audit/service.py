@@ -5,16 +5,20 @@ change, so the change and its audit event commit or roll back together.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from flask import current_app
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from app.audit import chain
-from app.audit.models import AuditEvent
-from app.clock import utcnow
+from app.audit import chain, indexing, verification
+from app.audit.models import AuditCheckpoint, AuditEvent
+from app.clock import as_utc, utcnow
+from app.errors import Conflict
 
 if TYPE_CHECKING:  # pragma: no cover
     from app.auth.models import User
@@ -56,8 +60,19 @@ def record(
     subject_id: str | int | None = None,
     details: dict[str, Any] | None = None,
     occurred_at: datetime | None = None,
+    protocol: str | None = None,
+    subgroup: str | None = None,
+    outcome: str | None = None,
+    counterparty: str | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain and flush it; the caller's transaction commits it."""
+    """Append one event to the chain and flush it; the caller's transaction commits it.
+
+    ``protocol`` (``"code:vN"``), ``subgroup``, ``outcome`` and ``counterparty`` (the other
+    organisation concerned) are written into ``details`` so the hash covers them, and copied
+    into the indexed filter columns, as are those keys when ``details`` already has them.
+    """
+    details = _with_filter_values(details, protocol=protocol, subgroup=subgroup, outcome=outcome,
+                                  counterparty=counterparty)
     _serialise_appends(session)
     head = session.execute(select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)).first()
     seq, prev_hash = (head.seq + 1, head.hash) if head else (1, chain.GENESIS_HASH)
@@ -71,9 +86,10 @@ def record(
         organisation=organisation,
         subject_type=subject_type,
         subject_id=None if subject_id is None else str(subject_id),
-        details=details or {},
+        details=details,
         key=audit_key(),
     )
+    columns = indexing.indexed_values(sealed.subject_type, sealed.subject_id, sealed.details)
     event = AuditEvent(
         seq=sealed.seq,
         occurred_at=sealed.occurred_at,
@@ -87,7 +103,186 @@ def record(
         prev_hash=sealed.prev_hash,
         hash=sealed.hash,
         mac=sealed.mac,
+        protocol=columns.protocol,
+        subgroup=columns.subgroup,
+        outcome=columns.outcome,
+        counterparty=columns.counterparty,
     )
     session.add(event)
     session.flush()
     return event
+
+
+def _with_filter_values(details: dict[str, Any] | None, **values: str | None) -> dict[str, Any]:
+    """The details with the filter values given as arguments; a conflicting value is a bug."""
+    merged = dict(details or {})
+    keys = {"protocol": indexing.PROTOCOL_KEY, "subgroup": indexing.SUBGROUP_KEY,
+            "outcome": indexing.OUTCOME_KEY, "counterparty": indexing.COUNTERPARTY_KEY}
+    for name, value in values.items():
+        if value is None:
+            continue
+        key = keys[name]
+        if merged.get(key, value) != value:
+            raise ValueError(f"{name}={value!r} contradicts details[{key!r}]={merged[key]!r}")
+        merged[key] = value
+    return merged
+
+
+# --- verification and checkpoints ------------------------------------------------------------
+
+#: Who signs checkpoints and runs the nightly verification.
+SCHEDULER_ACTOR = "system:scheduler"
+
+
+def latest_checkpoint(session: Session) -> AuditCheckpoint | None:
+    """The checkpoint signed last (after a restore, the one signed for the restored head)."""
+    return session.scalar(select(AuditCheckpoint).order_by(AuditCheckpoint.id.desc()).limit(1))
+
+
+def as_checkpoint(row: AuditCheckpoint) -> chain.Checkpoint:
+    return chain.Checkpoint(seq=row.seq, head_hash=row.head_hash, signed_at=as_utc(row.signed_at),
+                            key_id=row.key_id, signature=row.signature)
+
+
+def head(session: Session) -> tuple[int, str] | None:
+    """The last event's (seq, hash), or None for an empty trail."""
+    row = session.execute(select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)).first()
+    return None if row is None else (row.seq, row.hash)
+
+
+def verify(
+    session: Session,
+    *,
+    key: bytes | None,
+    checkpoint: chain.Checkpoint | None,
+    public_key: Ed25519PublicKey | None,
+    progress: Callable[[int], None] | None = None,
+    parallel: bool = True,
+) -> chain.VerifyReport:
+    """Recompute the whole chain as stored and check it against ``checkpoint``.
+
+    Streams the rows (``app.audit.verification``): a million events take seconds and little
+    memory. Reports the first problem: a gap, a fork, an edited, swapped or deleted row, a
+    truncated tail, a rewritten history, a forged checkpoint, or a filter column that no longer
+    equals the hashed value it copies. ``key=None`` checks everything but the macs.
+    """
+    last = head(session)
+    head_seq = 0 if last is None else last[0]
+    connection = session.connection().connection.driver_connection
+    database = verification.Database.from_url(session.get_bind().url)
+    report = verification.fast_report(connection, database, head_seq=head_seq, key=key, checkpoint=checkpoint,
+                                      public_key=public_key, progress=progress, parallel=parallel)
+    if report is None:
+        rows = verification.read_rows(connection, database.dialect, after=0, upto=head_seq)
+        report = verification.exact_report(rows, key=key, checkpoint=checkpoint, public_key=public_key,
+                                           progress=progress)
+    return report
+
+
+def verify_current(session: Session, *, progress: Callable[[int], None] | None = None,
+                   checkpoint: chain.Checkpoint | None = None) -> chain.VerifyReport:
+    """``verify`` with the configured audit key against the latest stored checkpoint (or the one
+    given, such as a checkpoint published to partners)."""
+    from app.audit import keys
+
+    if checkpoint is None:
+        stored = latest_checkpoint(session)
+        checkpoint = None if stored is None else as_checkpoint(stored)
+    public_key = None if checkpoint is None else keys.public_key()
+    return verify(session, key=audit_key(), checkpoint=checkpoint, public_key=public_key, progress=progress)
+
+
+def run_verification(session: Session, *, actor: "User | str", now: datetime,
+                     progress: Callable[[int], None] | None = None) -> chain.VerifyReport:
+    """Verify and record the result in the chain itself (``record_verification``)."""
+    report = verify_current(session, progress=progress)
+    record_verification(session, report, actor=actor, now=now)
+    return report
+
+
+def record_verification(session: Session, report: chain.VerifyReport, *, actor: "User | str",
+                        now: datetime) -> AuditEvent:
+    """Record what a verification found, so the trail shows when it was checked and with what
+    result (a failure too: appending goes on from the head)."""
+    stored = latest_checkpoint(session)
+    if not report.ok:
+        current_app.logger.error("audit chain verification failed at event %s: %s", report.first_bad_seq,
+                                 report.message)
+    return record(session, action="audit.verified", actor=actor, subject_type="audit_chain", occurred_at=now,
+                  details={"ok": report.ok, "checked": report.checked, "head_seq": report.head_seq,
+                           "problem": None if report.problem is None else str(report.problem),
+                           "first_bad_seq": report.first_bad_seq, "macs_checked": report.macs_checked,
+                           "checkpoint_seq": None if stored is None else stored.seq,
+                           "checkpoint_verified": report.checkpoint_verified, "message": report.message})
+
+
+def create_checkpoint(session: Session, *, now: datetime, signing_key: Ed25519PrivateKey,
+                      actor: "User | str" = SCHEDULER_ACTOR) -> AuditCheckpoint:
+    """Sign the head (sequence number and hash), store the checkpoint and record it.
+
+    The checkpoint covers the head *before* its own ``audit.checkpoint`` event: an event cannot
+    contain a signature over itself. That event (carrying the signature) is covered by the next
+    checkpoint, so every checkpoint but the latest is itself inside a signed stretch.
+    """
+    _serialise_appends(session)  # the head must not move between signing and recording
+    current = head(session)
+    if current is None:
+        raise Conflict("The audit trail is empty: there is nothing to sign yet.")
+    signed = chain.sign_checkpoint(signing_key, chain.key_id_for(signing_key), current[0], current[1], now)
+    row = AuditCheckpoint(seq=signed.seq, head_hash=signed.head_hash, signed_at=signed.signed_at,
+                          key_id=signed.key_id, signature=signed.signature)
+    session.add(row)
+    session.flush()
+    record(session, action="audit.checkpoint", actor=actor, subject_type="audit_checkpoint", subject_id=row.id,
+           occurred_at=now, details={"seq": signed.seq, "head_hash": signed.head_hash, "key_id": signed.key_id,
+                                     "signature": signed.signature})
+    return row
+
+
+@dataclass(frozen=True)
+class CheckpointResult:
+    #: The checkpoint signed, or None when nothing was (``reason`` says why).
+    checkpoint: AuditCheckpoint | None
+    reason: str
+    report: chain.VerifyReport | None = None
+
+
+def checkpoint_job(session: Session, now: datetime, *, actor: "User | str" = SCHEDULER_ACTOR) -> CheckpointResult:
+    """The scheduler's (and ``accord audit checkpoint``'s) checkpoint: verify what is new since
+    the last checkpoint, and sign the head only if it verifies, so a broken chain is never
+    blessed. Idempotent: with nothing new since the last checkpoint, nothing is signed."""
+    from app.audit import keys
+
+    current = head(session)
+    if current is None:
+        return CheckpointResult(None, "the audit trail is empty")
+    last = latest_checkpoint(session)
+    if last is not None and current[0] <= last.seq + 1:
+        newest = session.get(AuditEvent, current[0])
+        if current[0] == last.seq or (newest is not None and newest.action == "audit.checkpoint"
+                                      and newest.subject_id == str(last.id)):
+            return CheckpointResult(None, f"nothing new since the checkpoint for event {last.seq}")
+    signing_key = keys.signing_key()
+    report = _verify_since(session, last, signing_key.public_key(), upto=current[0])
+    if not report.ok:
+        current_app.logger.error("audit checkpoint refused: %s", report.message)
+        return CheckpointResult(None, f"the chain does not verify: {report.message}", report)
+    return CheckpointResult(create_checkpoint(session, now=now, signing_key=signing_key, actor=actor),
+                            "signed", report)
+
+
+def _verify_since(session: Session, last: AuditCheckpoint | None, public_key: Ed25519PublicKey, *,
+                  upto: int) -> chain.VerifyReport:
+    """Verify the events after the last checkpoint, starting from its signed hash."""
+    connection = session.connection().connection.driver_connection
+    dialect = session.get_bind().dialect.name
+    after = 0 if last is None else last.seq
+    rows = verification.read_rows(connection, dialect, after=after, upto=upto)
+    checkpoint = None if last is None else as_checkpoint(last)
+    return verification.exact_report(rows, key=audit_key(), checkpoint=checkpoint, public_key=public_key,
+                                     start_after=None if last is None else (last.seq, last.head_hash))
+
+
+def verify_job(session: Session, now: datetime) -> chain.VerifyReport:
+    """The scheduler's nightly verification of the whole chain, recorded in the chain."""
+    return run_verification(session, actor=SCHEDULER_ACTOR, now=now)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from app.api.errors import MAX_ROW_ID
 from app.auth.models import Role
 
 
@@ -25,7 +26,7 @@ class UserRoles(BaseModel):
 class UserPath(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_id: StrictInt = Field(ge=1)
+    user_id: StrictInt = Field(ge=1, le=MAX_ROW_ID)
 
 
 class UserOut(BaseModel):

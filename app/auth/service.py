@@ -4,12 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.audit import service as audit
 from app.auth.models import Role, User, UserRole
 from app.auth.passwords import hash_password, needs_rehash, password_problem, verify_password
+from app.auth.permissions import require_admin
 from app.clock import as_utc
 from app.errors import NotFound, ValidationFailed
 from app.registry.models import Organisation
@@ -49,7 +50,9 @@ def sign_in(
         return SignInResult(None, "This account is locked after too many failed sign-ins. Try again later "
                                   "or ask an administrator to unlock it.")
     if not user.is_enabled or not verify_password(user.password_hash, password):
-        user.failed_logins += 1
+        # Counted by the database, not in Python: two workers failing at once must both count.
+        session.execute(update(User).where(User.id == user.id).values(failed_logins=User.failed_logins + 1))
+        session.refresh(user, ["failed_logins"])
         details: dict[str, object] = {"reason": "bad_password" if user.is_enabled else "disabled",
                                       "failures": user.failed_logins}
         if user.failed_logins >= max_failures:
@@ -166,3 +169,18 @@ def get_user(session: Session, user_id: int) -> User:
 
 def list_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(func.lower(User.name))))
+
+
+def unlock(session: Session, actor: User, user: User) -> bool:
+    """Let a locked-out user try again now, and clear their count of failures; False if there was nothing to clear."""
+    require_admin(actor, "unlock accounts")
+    if user.failed_logins == 0 and user.locked_until is None:
+        return False
+    details = {"failures": user.failed_logins,
+               "locked_until": as_utc(user.locked_until).isoformat() if user.locked_until else None}
+    user.failed_logins = 0
+    user.locked_until = None
+    audit.record(session, action="user.unlocked", actor=actor, organisation=user.organisation.code,
+                 subject_type="user", subject_id=user.id, details=details)
+    session.flush()
+    return True

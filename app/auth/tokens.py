@@ -118,7 +118,8 @@ def use_is_due(token: ApiToken, now: datetime) -> bool:
 
 def record_use(session: Session, token_id: int, now: datetime) -> None:
     """Note that a token was used, unless another request already did within the resolution."""
+    # Not synchronised with loaded rows: SQLite reads times back naive, and the caller needs none.
     session.execute(update(ApiToken).where(
         ApiToken.id == token_id,
         or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= now - LAST_USED_RESOLUTION),
-    ).values(last_used_at=now))
+    ).values(last_used_at=now).execution_options(synchronize_session=False))

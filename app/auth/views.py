@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
-from app.auth import forms, service
+from app.auth import forms, service, tokens
 from app.auth.permissions import require_admin
 from app.clock import utcnow
 from app.errors import ValidationFailed
@@ -121,3 +121,64 @@ def user(user_id: int):
             flash("Roles saved. The user's existing sessions have ended.", "success")
             return redirect(url_for("auth.user", user_id=subject.id))
     return render_template("auth/user.html", subject=subject, form=form, title=subject.name), 422 if form.errors else 200
+
+
+@bp.post("/users/<int:user_id>/unlock")
+@login_required
+def user_unlock(user_id: int):
+    require_admin(current_user, "unlock accounts")
+    subject = service.get_user(db.session, user_id)
+    if service.unlock(db.session, current_user, subject):
+        db.session.commit()
+        flash(f"{subject.name} can sign in again.", "success")
+    else:
+        flash(f"{subject.name}'s account was not locked.", "info")
+    return redirect(url_for("auth.user", user_id=subject.id))
+
+
+@bp.get("/account/tokens")
+@login_required
+def tokens_page():
+    return render_template("auth/tokens.html", tokens=tokens.list_tokens(db.session, current_user), now=utcnow(),
+                           token_status=tokens.status, title="Your API tokens")
+
+
+@bp.route("/account/tokens/new", methods=["GET", "POST"])
+@login_required
+def token_new():
+    form = forms.TokenForm()
+    if form.validate_on_submit():
+        try:
+            issued = tokens.create_token(db.session, current_user, current_user, name=form.name.data,
+                                         scopes=form.scopes.data, lifetime=timedelta(days=int(form.expires_in_days.data)),
+                                         now=utcnow(), pepper=current_app.config["TOKEN_PEPPER"])
+        except ValidationFailed as exc:
+            db.session.rollback()
+            apply_errors(form, exc)
+        else:
+            db.session.commit()
+            # The secret is in this response only: it is stored as a hash and never put in a cookie.
+            response = make_response(render_template("auth/token_created.html", token=issued.token,
+                                                     plaintext=issued.plaintext, title="Your new API token"))
+            response.headers["Cache-Control"] = "no-store"
+            return response
+    return render_template("auth/token_form.html", form=form, title="Create an API token"), 422 if form.errors else 200
+
+
+@bp.post("/account/tokens/<int:token_id>/revoke")
+@login_required
+def token_revoke(token_id: int):
+    token = tokens.get_token(db.session, current_user, token_id)
+    tokens.revoke(db.session, current_user, token, now=utcnow())
+    db.session.commit()
+    flash(f"The token {token.name} ({tokens.TOKEN_PREFIX}{token.prefix}) no longer works.", "success")
+    own = token.user_id == current_user.id
+    return redirect(url_for("auth.tokens_page" if own else "auth.users_tokens"))
+
+
+@bp.get("/users/tokens")
+@login_required
+def users_tokens():
+    require_admin(current_user, "see every API token")
+    return render_template("auth/all_tokens.html", tokens=tokens.list_all_tokens(db.session), now=utcnow(),
+                           token_status=tokens.status, title="Every API token")

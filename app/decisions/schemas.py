@@ -6,6 +6,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from app.api.errors import MAX_ROW_ID
 from app.decisions.engine import ExchangeRequestIn  # noqa: F401  (the request body, defined with the engine)
 
 
@@ -72,7 +73,7 @@ class ExchangeList(BaseModel):
 class ExchangePath(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    exchange_id: StrictInt = Field(ge=1)
+    exchange_id: StrictInt = Field(ge=1, le=MAX_ROW_ID)
 
 
 class ExchangeQuery(BaseModel):
@@ -85,7 +86,7 @@ class ExchangeQuery(BaseModel):
     since: Optional[date] = None
     until: Optional[date] = None
     limit: int = Field(default=50, ge=1, le=200)
-    before_id: Optional[int] = Field(default=None, ge=1)
+    before_id: Optional[int] = Field(default=None, ge=1, le=MAX_ROW_ID)
 
 
 class ResolutionIn(BaseModel):

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from app.api.errors import MAX_ROW_ID
 from app.registry.models import OrganisationKind, SignatoryRole
 
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$",
@@ -94,7 +95,7 @@ class SignatureCreate(Strict):
 
 
 class SignaturePath(Strict):
-    signature_id: StrictInt = Field(ge=1)
+    signature_id: StrictInt = Field(ge=1, le=MAX_ROW_ID)
 
 
 class SignatureWithdrawal(Strict):

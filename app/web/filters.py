@@ -40,6 +40,14 @@ STATUS_TAG_CLASSES = {
     "superseded": "govuk-tag--grey",
     "dissolved": "govuk-tag--grey",
     "never_signed": "govuk-tag--red",
+    "sent": "govuk-tag--blue",
+    "downloaded": "govuk-tag--green",
+    "destroyed": "govuk-tag--grey",
+    "destruction_unconfirmed": "govuk-tag--red",
+    "overdue": "govuk-tag--red",
+    "due_today": "govuk-tag--orange",
+    "due_soon": "govuk-tag--yellow",
+    "upcoming": "govuk-tag--blue",
 }
 
 

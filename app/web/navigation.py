@@ -27,9 +27,21 @@ NAVIGATION: list[NavItem] = [
     NavItem("Requests", "decisions.exchanges", roles=(Role.OFFICER, Role.DPO, Role.COORDINATOR, Role.ADMIN,
                                                     Role.AUDITOR),
             active_prefixes=("decisions.exchange",)),
+    NavItem("Transfers", "transfers.index", roles=(Role.OFFICER, Role.DPO), active_prefixes=("transfers.",)),
     NavItem("Referrals", "decisions.referrals", roles=(Role.DPO,), active_prefixes=("decisions.resolve",
                                                                                     "decisions.emergency")),
+    NavItem("What is due", "reminders.due", roles=(Role.ADMIN, Role.COORDINATOR, Role.DPO),
+            active_prefixes=("reminders.due", "reminders.calendar")),
+    NavItem("Notifications", "reminders.notifications", active_prefixes=("reminders.notification", "reminders.snooze",
+                                                                          "reminders.acknowledge")),
+    NavItem("Outbox", "reminders.outbox", roles=(Role.ADMIN, Role.COORDINATOR), active_prefixes=("reminders.outbox",)),
+    NavItem("Audit", "audit.events", roles=(Role.DPO, Role.AUDITOR, Role.COORDINATOR, Role.ADMIN),
+            active_prefixes=("audit.event", "audit.exchange", "audit.transfer", "audit.subject", "audit.verification",
+                             "audit.run_verification", "audit.processing", "audit.export")),
+    NavItem("Dashboard", "audit.dashboard_page", roles=(Role.DPO, Role.AUDITOR, Role.COORDINATOR, Role.ADMIN),
+            active_prefixes=("audit.dashboard",)),
     NavItem("Users", "auth.users", roles=(Role.ADMIN,), active_prefixes=("auth.user",)),
+    NavItem("API tokens", "auth.tokens_page", active_prefixes=("auth.token",)),
 ]
 
 

@@ -1,0 +1,111 @@
+"""Rate limits on /api/v1: a fixed window per API token, and per client address without one.
+
+The counting is the ``limits`` library's (the engine of Flask-Limiter), called from the API's
+authentication step rather than from a decorator, because only there is the token known: a
+limit per token cannot be spent by someone who merely knows its public prefix, and requests
+with no token or a bad one are counted against their address before they are refused.
+
+The counts live in process memory unless ``RATELIMIT_STORAGE_URI`` names a shared store (for
+example ``redis://``); with memory, each server worker counts on its own, so N workers allow up to
+N times the limit. That is acceptable for a limit meant to stop a runaway client; lockouts that
+must hold across workers are counted in the database instead (DESIGN §11).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from flask import Flask, current_app, request
+from limits import RateLimitItem, parse
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+from werkzeug.exceptions import TooManyRequests
+
+EXTENSION = "accord_rate_limits"
+
+
+@dataclass
+class _RateLimits:
+    per_token: RateLimitItem | None
+    per_address: RateLimitItem | None
+    storage_uri: str
+    #: Made on first use, so that the factory starts nothing (the memory store runs a timer thread).
+    limiter: FixedWindowRateLimiter | None = None
+
+    def strategy(self) -> FixedWindowRateLimiter:
+        if self.limiter is None:
+            self.limiter = FixedWindowRateLimiter(storage_from_string(self.storage_uri))
+        return self.limiter
+
+
+def _parse(name: str, text: str | None) -> RateLimitItem | None:
+    if not text or text.strip().lower() in {"off", "none", "0"}:
+        return None
+    try:
+        return parse(text)
+    except ValueError as exc:
+        from app.settings import ConfigurationError
+
+        raise ConfigurationError(f"{name} must look like '300/minute' or 'off', not {text!r}") from exc
+
+
+def init_app(app: Flask) -> None:
+    config = app.config
+    app.extensions[EXTENSION] = _RateLimits(
+        per_token=_parse("ACCORD_API_RATE_LIMIT", config.get("API_RATE_LIMIT")),
+        per_address=_parse("ACCORD_API_ANONYMOUS_RATE_LIMIT", config.get("API_ANONYMOUS_RATE_LIMIT")),
+        storage_uri=config.get("RATELIMIT_STORAGE_URI") or "memory://",
+    )
+
+
+def _hit(item: RateLimitItem | None, key: str) -> None:
+    if item is None:
+        return
+    strategy = current_app.extensions[EXTENSION].strategy()
+    if strategy.hit(item, key):
+        return
+    reset_at, _remaining = strategy.get_window_stats(item, key)
+    wait = max(1, math.ceil(reset_at - time.time()))
+    raise TooManyRequests(description=f"Too many requests: at most {item.amount} a {_period(item)}. "
+                                      f"Try again in {wait} second{'' if wait == 1 else 's'}.",
+                          retry_after=wait)
+
+
+def _period(item: RateLimitItem) -> str:
+    granularity = item.GRANULARITY.name
+    return granularity if item.multiples == 1 else f"{item.multiples} {granularity}s"
+
+
+def hit_token(token_id: int) -> None:
+    """Count a request made with a valid token; 429 with Retry-After once its window is spent."""
+    _hit(current_app.extensions[EXTENSION].per_token, f"token:{token_id}")
+
+
+def hit_address() -> None:
+    """Count a request made without a valid token against the client's address."""
+    _hit(current_app.extensions[EXTENSION].per_address, f"address:{request.remote_addr or 'unknown'}")
+
+
+HTTP_METHODS = ("get", "put", "post", "delete", "patch")
+
+
+def document(app) -> None:
+    """Add what any operation may answer because of these limits to the OpenAPI document:
+    429 everywhere, and 413 wherever a request body is accepted (MAX_FORM_BYTES, or the
+    operation's own larger limit)."""
+    from flask_openapi3.models import Header, Response, Schema
+
+    for path_item in app.paths.values():
+        for method in HTTP_METHODS:
+            operation = getattr(path_item, method, None)
+            if operation is None or not operation.responses or "401" not in operation.responses:
+                continue
+            envelope = operation.responses["401"].content
+            operation.responses.setdefault("429", Response(
+                description="Too many requests: wait the number of seconds in `Retry-After` and try again",
+                headers={"Retry-After": Header(description="Seconds to wait", schema=Schema(type="integer"))},
+                content=envelope))
+            if operation.requestBody is not None:
+                operation.responses.setdefault("413", Response(
+                    description="The request body is larger than Accord accepts", content=envelope))

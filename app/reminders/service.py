@@ -1,0 +1,421 @@
+"""Reminders: the sweep that claims and sends them, notifications, what is due, the outbox page
+and calendar feeds. Services flush; the job, command or request around them commits once.
+
+The sweep's cost does not grow with the register: providers load in bulk, the claims already
+made are read in one query, and the new claims, e-mails and notifications are each inserted
+with one statement (``app.reminders.bulk``).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from app.audit import service as audit
+from app.auth.models import Role, User, UserRole
+from app.auth.permissions import require_role
+from app.errors import NotFound, ValidationFailed
+from app.reminders import due, providers
+from app.reminders.bulk import insert_json
+from app.reminders.models import CalendarFeedToken, Notification, OutboxMessage, ReminderClaim
+from app.registry.models import Organisation, Subgroup
+
+SCHEDULER_ACTOR = "system:scheduler"
+
+#: Who may see what falls due: coordinators and administrators everything, DPOs their own organisation's.
+DUE_READERS = (Role.ADMIN, Role.COORDINATOR, Role.DPO)
+OUTBOX_READERS = (Role.ADMIN, Role.COORDINATOR)
+LONGEST_SNOOZE_DAYS = 365
+
+
+def _uk_date(value: date) -> str:
+    return f"{value.day} {value:%B %Y}"
+
+
+# --- settings and facts ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReminderSettings:
+    milestones_days: tuple[int, ...] = due.DEFAULT_MILESTONES_DAYS
+    overdue_every_days: int = due.DEFAULT_OVERDUE_EVERY_DAYS
+
+    @property
+    def lead_days(self) -> int:
+        return max(self.milestones_days, default=0)
+
+
+def reminder_settings(session: Session) -> ReminderSettings:
+    """Milestones from ``kmisa.yaml`` as loaded; the defaults only when no policy is loaded."""
+    from app.protocols.service import stored_bundle
+
+    try:
+        kmisa = stored_bundle(session).kmisa
+    except NotFound:
+        return ReminderSettings()
+    return ReminderSettings(tuple(kmisa.reminder_milestones_days), kmisa.overdue_reminder_interval_days)
+
+
+def load_directory(session: Session) -> due.Directory:
+    """Every DPO and coordinator, the register's DPO addresses and the chair's organisation."""
+    rows = session.execute(
+        select(User.id, User.email, User.name, UserRole.role, Organisation.code)
+        .join(UserRole, UserRole.user_id == User.id)
+        .join(Organisation, Organisation.id == User.organisation_id)
+        .where(User.is_enabled.is_(True), UserRole.role.in_([Role.DPO.value, Role.COORDINATOR.value]))
+        .order_by(User.id)
+    )
+    dpo_users: dict[str, list[due.Person]] = {}
+    coordinators: list[due.Person] = []
+    for user_id, email, name, role, code in rows:
+        person = due.Person(user_id, email, name)
+        if role == Role.DPO.value:
+            dpo_users.setdefault(code, []).append(person)
+        else:
+            coordinators.append(person)
+    dpo_emails = {code: email for code, email in session.execute(
+        select(Organisation.code, Organisation.dpo_email).where(Organisation.dpo_email.is_not(None)))}
+    chair = session.scalar(
+        select(Organisation.code).join(Subgroup, Subgroup.lead_organisation_id == Organisation.id)
+        .where(Subgroup.parent_id.is_(None)).order_by(Subgroup.id).limit(1))
+    return due.Directory(dpo_users=dpo_users, dpo_emails=dpo_emails, coordinators=coordinators,
+                         chair_organisation=chair)
+
+
+# --- the sweep ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedReminder:
+    planned: due.Planned
+    recipients: due.Recipients
+
+    @property
+    def item(self) -> due.DueItem:
+        return self.planned.item
+
+    @property
+    def milestone(self) -> due.Milestone:
+        return self.planned.milestone
+
+
+@dataclass
+class SweepResult:
+    as_of: date
+    dry_run: bool
+    planned: list[PlannedReminder] = field(default_factory=list)
+    claimed: int = 0
+    messages: int = 0
+    notifications: int = 0
+
+    def __str__(self) -> str:
+        verb = "would claim" if self.dry_run else "claimed"
+        return (f"sweep for {self.as_of.isoformat()}: {verb} {len(self.planned)}, {self.messages} e-mails, "
+                f"{self.notifications} notifications")
+
+
+def _claimed_keys(session: Session, planned: list[due.Planned]) -> set[tuple[str, str, str, date, str]]:
+    """The claims already made among ``planned``, read in one query."""
+    if not planned:
+        return set()
+    dues = [p.item.due_on for p in planned]
+    codes = sorted({p.milestone.code for p in planned})
+    rows = session.execute(
+        select(ReminderClaim.kind, ReminderClaim.subject_type, ReminderClaim.subject_id, ReminderClaim.due_on,
+               ReminderClaim.milestone)
+        .where(ReminderClaim.due_on.between(min(dues), max(dues)), ReminderClaim.milestone.in_(codes)))
+    return {tuple(row) for row in rows}  # type: ignore[misc]
+
+
+def plan_reminders(session: Session, as_of: date, settings: ReminderSettings | None = None,
+                   items: Iterable[due.DueItem] | None = None) -> list[PlannedReminder]:
+    """What a sweep on ``as_of`` would send: each item's current milestone not yet claimed.
+
+    ``items`` defaults to what every provider returns; the benchmark passes generated ones.
+    """
+    settings = settings or reminder_settings(session)
+    if items is None:
+        items = providers.due_items(session, as_of, as_of + timedelta(days=settings.lead_days))
+    candidates = due.plan(items, as_of, set(), settings.milestones_days, settings.overdue_every_days)
+    claimed = _claimed_keys(session, candidates)
+    remaining = [p for p in candidates if p.claim_key not in claimed]
+    if not remaining:
+        return []
+    directory = load_directory(session)
+    # Items about the same organisations share their recipients: work each set out once.
+    recipients: dict[tuple, due.Recipients] = {}
+    planned = []
+    for p in remaining:
+        key = (p.item.organisations, p.item.recipient_roles, p.milestone.is_overdue)
+        if key not in recipients:
+            recipients[key] = due.recipients_for(p.item, p.milestone, directory)
+        planned.append(PlannedReminder(p, recipients[key]))
+    return planned
+
+
+def sweep(session: Session, *, as_of: date, now: datetime, actor: Any = SCHEDULER_ACTOR,
+          dry_run: bool = False, items: Iterable[due.DueItem] | None = None) -> SweepResult:
+    """Claim and send every reminder due on ``as_of``, exactly once per milestone.
+
+    Claims are inserted with ``ON CONFLICT DO NOTHING``: if another sweep (a second scheduler,
+    an operator's command) claimed the same milestone first, the insert returns nothing for it
+    and this sweep sends nothing for it. The e-mails and notifications are written in the same
+    transaction as the claims; the e-mails leave later from the outbox.
+    """
+    result = SweepResult(as_of=as_of, dry_run=dry_run, planned=plan_reminders(session, as_of, items=items))
+    if dry_run or not result.planned:
+        return result
+    by_key = {p.planned.claim_key: p for p in result.planned}
+    claimed = insert_json(
+        session, ReminderClaim.__table__,
+        [(*p.planned.claim_key, p.item.title[:300], p.recipients.escalated) for p in result.planned],
+        columns=("kind", "subject_type", "subject_id", "due_on", "milestone", "title", "escalated"),
+        constants={"as_of": as_of, "claimed_at": now},
+        on_conflict_do_nothing=("kind", "subject_type", "subject_id", "due_on", "milestone"),
+        returning=("id", "kind", "subject_type", "subject_id", "due_on", "milestone"))
+    # The e-mails name their claim and are written from it when sent (``app.reminders.text``).
+    messages: list[tuple[int, str]] = []
+    notifications: list[tuple[int, int]] = []
+    kinds: Counter[str] = Counter()
+    for row in claimed:
+        recipients = by_key[(row.kind, row.subject_type, row.subject_id, row.due_on, row.milestone)].recipients
+        kinds[row.kind] += 1
+        messages.extend((row.id, address) for address in recipients.emails)
+        notifications.extend((person.user_id, row.id) for person in recipients.users)
+    insert_json(session, OutboxMessage.__table__, messages, columns=("claim_id", "to_address"),
+                constants={"status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now})
+    insert_json(session, Notification.__table__, notifications, columns=("user_id", "claim_id"),
+                constants={"created_at": now})
+    result.claimed, result.messages, result.notifications = len(claimed), len(messages), len(notifications)
+    if claimed:
+        audit.record(session, action="reminders.sent", actor=actor, subject_type="reminder_sweep",
+                     subject_id=as_of.isoformat(),
+                     details={"as_of": as_of.isoformat(), "claims": len(claimed), "emails": len(messages),
+                              "notifications": len(notifications), "kinds": dict(sorted(kinds.items())),
+                              "first_claim_id": min(r.id for r in claimed), "last_claim_id": max(r.id for r in claimed)},
+                     occurred_at=now)
+    session.flush()
+    return result
+
+
+# --- notifications ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NotificationLists:
+    active: list[Notification]
+    snoozed: list[Notification]
+    acknowledged: list[Notification]
+
+
+def active_notification_count(session: Session, user: User, as_of: date) -> int:
+    return session.scalar(
+        select(func.count()).select_from(Notification).where(
+            Notification.user_id == user.id, Notification.acknowledged_at.is_(None),
+            (Notification.snoozed_until.is_(None)) | (Notification.snoozed_until <= as_of))) or 0
+
+
+def list_notifications(session: Session, user: User, as_of: date, acknowledged_limit: int = 50) -> NotificationLists:
+    open_rows = list(session.scalars(
+        select(Notification).join(Notification.claim)
+        .where(Notification.user_id == user.id, Notification.acknowledged_at.is_(None))
+        .order_by(ReminderClaim.due_on, Notification.id)))
+    acknowledged = list(session.scalars(
+        select(Notification).where(Notification.user_id == user.id, Notification.acknowledged_at.is_not(None))
+        .order_by(Notification.acknowledged_at.desc(), Notification.id.desc()).limit(acknowledged_limit)))
+    return NotificationLists(active=[n for n in open_rows if n.is_active_on(as_of)],
+                             snoozed=[n for n in open_rows if not n.is_active_on(as_of)],
+                             acknowledged=acknowledged)
+
+
+def get_notification(session: Session, user: User, notification_id: int) -> Notification:
+    """The user's own notification; anyone else's is simply not found."""
+    notification = session.scalar(select(Notification).where(Notification.id == notification_id,
+                                                              Notification.user_id == user.id))
+    if notification is None:
+        raise NotFound("There is no such notification")
+    return notification
+
+
+def acknowledge(session: Session, user: User, notification_id: int, *, now: datetime) -> Notification:
+    notification = get_notification(session, user, notification_id)
+    if notification.acknowledged_at is None:
+        notification.acknowledged_at = now
+        notification.snoozed_until = None
+        session.flush()
+        audit.record(session, action="notification.acknowledged", actor=user, organisation=user.organisation.code,
+                     subject_type="notification", subject_id=notification.id,
+                     details={"kind": notification.kind, "subject_type": notification.claim.subject_type,
+                              "subject_id": notification.claim.subject_id, "claim_id": notification.claim_id},
+                     occurred_at=now)
+    return notification
+
+
+def snooze(session: Session, user: User, notification_id: int, *, until: date | None, as_of: date,
+           now: datetime) -> Notification:
+    """Hide a notification until ``until``, when it shows again."""
+    notification = get_notification(session, user, notification_id)
+    if notification.acknowledged_at is not None:
+        raise ValidationFailed({"until": "This reminder has already been acknowledged"})
+    if not isinstance(until, date):
+        raise ValidationFailed({"until": "Enter the date to be reminded again"})
+    if until <= as_of:
+        raise ValidationFailed({"until": "The date to be reminded again must be in the future"})
+    if until > as_of + timedelta(days=LONGEST_SNOOZE_DAYS):
+        raise ValidationFailed({"until": f"Snooze for at most {LONGEST_SNOOZE_DAYS} days"})
+    notification.snoozed_until = until
+    session.flush()
+    audit.record(session, action="notification.snoozed", actor=user, organisation=user.organisation.code,
+                 subject_type="notification", subject_id=notification.id,
+                 details={"until": until.isoformat(), "kind": notification.kind, "claim_id": notification.claim_id},
+                 occurred_at=now)
+    return notification
+
+
+# --- what is due -------------------------------------------------------------------------------
+
+_URGENCY_ORDER = ("overdue", "due_today", "due_soon", "upcoming")
+
+
+@dataclass(frozen=True)
+class DueRow:
+    item: due.DueItem
+    urgency: str
+    #: The latest reminder claimed for this item (its milestone code and when), if any.
+    last_reminder: ReminderClaim | None
+
+    @property
+    def kind_label(self) -> str:
+        return due.kind_label(self.item.kind)
+
+    @property
+    def last_reminder_label(self) -> str:
+        if self.last_reminder is None:
+            return "Not yet sent"
+        claim = self.last_reminder
+        return (f"{_uk_date(claim.as_of)}, {due.describe_milestone(claim.milestone)}"
+                + (", escalated to the chair" if claim.escalated else ""))
+
+
+def what_is_due(session: Session, user: User, as_of: date, days: int = 90) -> list[DueRow]:
+    """Everything due within ``days`` and everything overdue, overdue first then by date.
+
+    Coordinators and administrators see the whole partnership; a DPO sees what concerns their
+    organisation.
+    """
+    require_role(user, *DUE_READERS, action="see what falls due")
+    items = providers.due_items(session, as_of, as_of + timedelta(days=days))
+    if not user.has_role(Role.ADMIN, Role.COORDINATOR):
+        items = [i for i in items if user.organisation.code in i.organisations]
+    unique = list({item.key: item for item in items}.values())
+    latest: dict[tuple[str, str, str, date], ReminderClaim] = {}
+    if unique:
+        dues = [i.due_on for i in unique]
+        claims = session.scalars(select(ReminderClaim).where(ReminderClaim.due_on.between(min(dues), max(dues)))
+                                 .order_by(ReminderClaim.claimed_at, ReminderClaim.id))
+        for claim in claims:
+            latest[(claim.kind, claim.subject_type, claim.subject_id, claim.due_on)] = claim
+    rows = [DueRow(item, due.urgency(item.due_on, as_of), latest.get(item.key)) for item in unique]
+    rows.sort(key=lambda r: (_URGENCY_ORDER.index(r.urgency), r.item.due_on, r.item.title))
+    return rows
+
+
+# --- the outbox page ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutboxView:
+    counts: dict[str, int]
+    waiting: list[OutboxMessage]
+    failed: list[OutboxMessage]
+    recently_sent: list[OutboxMessage]
+
+
+def outbox_view(session: Session, user: User, limit: int = 200) -> OutboxView:
+    require_role(user, *OUTBOX_READERS, action="see the outbox")
+    counts = dict(session.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)).all())
+
+    def listed(status: str, order) -> list[OutboxMessage]:
+        return list(session.scalars(select(OutboxMessage).options(selectinload(OutboxMessage.claim))
+                                    .where(OutboxMessage.status == status)
+                                    .order_by(*order).limit(limit)))
+
+    return OutboxView(
+        counts={status: counts.get(status, 0) for status in ("pending", "failed", "sent")},
+        waiting=listed("pending", (OutboxMessage.next_attempt_at, OutboxMessage.id)),
+        failed=listed("failed", (OutboxMessage.last_attempt_at.desc(), OutboxMessage.id.desc())),
+        recently_sent=listed("sent", (OutboxMessage.sent_at.desc(), OutboxMessage.id.desc()))[:50],
+    )
+
+
+def retry_failed(session: Session, user: User, *, now: datetime) -> int:
+    """Put every failed message back in the queue, to be tried at the next delivery."""
+    require_role(user, *OUTBOX_READERS, action="send failed e-mail again")
+    result = session.execute(update(OutboxMessage).where(OutboxMessage.status == "failed")
+                             .values(status="pending", attempts=0, next_attempt_at=now))
+    count = result.rowcount or 0
+    if count:
+        audit.record(session, action="outbox.requeued", actor=user, organisation=user.organisation.code,
+                     subject_type="outbox", details={"messages": count}, occurred_at=now)
+    session.flush()
+    return count
+
+
+# --- calendar feeds -------------------------------------------------------------------------------
+
+FEED_TOKEN_PREFIX = "cal_"
+
+
+def _feed_digest(pepper: str, plaintext: str) -> str:
+    return hmac.new(pepper.encode(), plaintext.encode(), hashlib.sha256).hexdigest()
+
+
+def feed_token(session: Session, user: User) -> CalendarFeedToken | None:
+    return session.scalar(select(CalendarFeedToken).where(CalendarFeedToken.user_id == user.id,
+                                                          CalendarFeedToken.revoked_at.is_(None))
+                          .order_by(CalendarFeedToken.id.desc()).limit(1))
+
+
+def revoke_feed_tokens(session: Session, user: User, *, now: datetime) -> int:
+    live = list(session.scalars(select(CalendarFeedToken).where(CalendarFeedToken.user_id == user.id,
+                                                                CalendarFeedToken.revoked_at.is_(None))))
+    for token in live:
+        token.revoked_at = now
+    if live:
+        audit.record(session, action="calendar_feed.revoked", actor=user, organisation=user.organisation.code,
+                     subject_type="calendar_feed", subject_id=user.id, details={"tokens": len(live)}, occurred_at=now)
+    session.flush()
+    return len(live)
+
+
+def create_feed_token(session: Session, user: User, *, now: datetime, pepper: str) -> str:
+    """A new feed secret for ``user`` (replacing any other); returned once, stored as a hash."""
+    require_role(user, *DUE_READERS, action="subscribe to the calendar of due dates")
+    revoke_feed_tokens(session, user, now=now)
+    plaintext = FEED_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(CalendarFeedToken(user=user, token_hash=_feed_digest(pepper, plaintext), created_at=now))
+    session.flush()
+    audit.record(session, action="calendar_feed.created", actor=user, organisation=user.organisation.code,
+                 subject_type="calendar_feed", subject_id=user.id, details={}, occurred_at=now)
+    return plaintext
+
+
+def user_for_feed(session: Session, plaintext: str, *, pepper: str) -> User | None:
+    """The enabled user whose live feed secret this is, or None."""
+    if not plaintext.startswith(FEED_TOKEN_PREFIX) or len(plaintext) > 100:
+        return None
+    token = session.scalar(select(CalendarFeedToken).options(selectinload(CalendarFeedToken.user))
+                           .where(CalendarFeedToken.token_hash == _feed_digest(pepper, plaintext)))
+    if token is None or token.revoked_at is not None or not token.user.is_enabled:
+        return None
+    if not token.user.has_role(*DUE_READERS):
+        return None
+    return token.user

@@ -1,0 +1,171 @@
+"""The reminder sweep at scale: time and SQL statements for 1,000 and 100,000 due items.
+
+Run as ``python -m benchmarks.bench_reminders [items]``; prints JSON. Uses a migrated SQLite file
+in a temporary folder with the Dartford demo loaded, or the database in
+``ACCORD_BENCH_DATABASE_URL`` (an empty PostgreSQL database, which it migrates and fills).
+
+Figures per size, each with its time and its SQL statements (counted with a
+``before_cursor_execute`` listener); due dates are spread over the 90 days ahead and the month
+behind, as in a real register:
+
+- ``first_sweep``: every item is at a milestone never claimed, so every one is claimed and gets
+  its e-mails and notifications: the worst case, the first sweep after a register is loaded;
+- ``next_day``: the sweep of the following day, when the items reaching a new milestone that
+  day (about one in fifteen) are claimed: the daily case;
+- ``rerun``: the same day again, everything already claimed, nothing sent: every other hour;
+- ``providers``: the whole sweep including the providers reading the register, with that many
+  organisations in the register (each with an APD review and an ICO registration falling due).
+
+The statement counts are the point: they are the same at 1,000 and at 100,000 items, because
+providers load in bulk, the claims already made are read in one query and the new claims,
+e-mails and notifications are each inserted with one statement.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+from sqlalchemy import delete, event, func, insert, select
+
+AS_OF = date(2027, 1, 4)
+NOW = datetime(2027, 1, 4, 9, 0, tzinfo=timezone.utc)
+#: Organisations the generated items belong to (their DPO addresses are loaded once per sweep).
+ORGANISATIONS = 1_000
+
+
+def run(items: int = 100_000, small: int = 1_000, provider_organisations: tuple[int, ...] = (1_000, 10_000)) -> dict:
+    with _app() as app:
+        from app.extensions import db
+
+        with app.app_context():
+            session = db.session
+            _bulk_organisations(session, "bench", ORGANISATIONS)
+            figures: dict[str, object] = {"database": db.engine.dialect.name}
+            for n in (small, items):
+                figures[f"items_{n}"] = _core(session, n)
+            for n in provider_organisations:
+                figures[f"providers_{n}_organisations"] = _providers(session, n)
+            db.session.remove()
+            db.engine.dispose()
+    sizes = [figures[f"items_{n}"] for n in (small, items)]
+    figures["statements_do_not_grow"] = all(sizes[0][case]["statements"] == sizes[1][case]["statements"]
+                                            for case in ("first_sweep", "next_day", "rerun"))
+    figures["within_2s"] = {case: sizes[1][case]["seconds"] <= 2.0 for case in ("first_sweep", "next_day", "rerun")}
+    figures.update({"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()})
+    return figures
+
+
+@contextmanager
+def _app():
+    from flask_migrate import upgrade
+
+    from app import create_app
+
+    with tempfile.TemporaryDirectory(prefix="accord-bench-reminders-") as tmp:
+        url = os.environ.get("ACCORD_BENCH_DATABASE_URL") or f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
+        app = create_app("test", SQLALCHEMY_DATABASE_URI=url, KEYRING_FILE=str(Path(tmp) / "keyring.json"),
+                         AUDIT_SIGNING_KEY_FILE=str(Path(tmp) / "audit-signing-key.pem"))
+        with app.app_context():
+            upgrade()
+            result = app.test_cli_runner().invoke(args=["seed", "demo", "--once"])
+            assert result.exit_code == 0, result.output
+        yield app
+
+
+class _Statements:
+    def __init__(self, engine):
+        self.engine = engine
+        self.count = 0
+
+    def _count(self, *_args) -> None:
+        self.count += 1
+
+    def __enter__(self):
+        event.listen(self.engine, "before_cursor_execute", self._count)
+        return self
+
+    def __exit__(self, *_exc):
+        event.remove(self.engine, "before_cursor_execute", self._count)
+
+
+def _bulk_organisations(session, prefix: str, n: int) -> None:
+    """``n`` organisations with a DPO address, an APD review and an ICO registration falling due."""
+    from app.registry.models import Organisation
+
+    now = datetime.now(timezone.utc)
+    existing = session.scalar(select(func.count()).select_from(Organisation).where(
+        Organisation.code.like(f"{prefix}-%"))) or 0
+    rows = [{"code": f"{prefix}-{i}", "name": f"Benchmark partner {i}", "kind": "voluntary",
+             "is_public_authority": False, "is_competent_authority": False, "dpo_email": f"dpo@{prefix}-{i}.example",
+             "apd_paragraphs": [], "apd_review_on": AS_OF + timedelta(days=i % 120 - 20),
+             "ico_registration_number": f"Z{i:07d}", "ico_registration_expires_on": AS_OF + timedelta(days=i % 97 - 10),
+             "created_at": now, "updated_at": now}
+            for i in range(existing, n)]
+    for start in range(0, len(rows), 5_000):
+        session.execute(insert(Organisation), rows[start:start + 5_000])
+    session.commit()
+
+
+def _generated_items(n: int):
+    from app.reminders.due import DueItem
+
+    for i in range(n):
+        # Due dates spread over the 90 days ahead and the month behind, so each item is at some milestone.
+        due_on = AS_OF + timedelta(days=(i % 120) - 30)
+        yield DueItem("apd_review", "benchmark", f"item-{i}", f"Benchmark partner {i % ORGANISATIONS}: review the APD",
+                      due_on, (f"bench-{i % ORGANISATIONS}",))
+
+
+def _clear(session) -> None:
+    from app.reminders.models import Notification, OutboxMessage, ReminderClaim
+
+    for model in (Notification, OutboxMessage, ReminderClaim):
+        session.execute(delete(model))
+    session.commit()
+
+
+def _timed_sweep(session, items=None, as_of: date = AS_OF) -> dict[str, object]:
+    from app.reminders import service
+
+    session.rollback()
+    now = NOW + (as_of - AS_OF)
+    with _Statements(session.get_bind()) as statements:
+        start = time.perf_counter()
+        result = service.sweep(session, as_of=as_of, now=now, actor="benchmark", items=items)
+        session.commit()
+        seconds = time.perf_counter() - start
+    return {"seconds": round(seconds, 3), "statements": statements.count, "claimed": result.claimed,
+            "emails": result.messages, "notifications": result.notifications}
+
+
+def _core(session, n: int) -> dict[str, object]:
+    _clear(session)
+    items = list(_generated_items(n))
+    first = _timed_sweep(session, items)
+    assert first["claimed"] == n, first
+    next_day = _timed_sweep(session, items, AS_OF + timedelta(days=1))
+    assert 0 < next_day["claimed"] < n, next_day
+    rerun = _timed_sweep(session, items, AS_OF + timedelta(days=1))
+    assert rerun["claimed"] == 0, rerun
+    return {"first_sweep": first, "next_day": next_day, "rerun": rerun}
+
+
+def _providers(session, organisations: int) -> dict[str, object]:
+    _clear(session)
+    _bulk_organisations(session, "bench", organisations)
+    first = _timed_sweep(session)
+    rerun = _timed_sweep(session)
+    assert rerun["claimed"] == 0
+    return {"first_sweep": first, "rerun": rerun}
+
+
+if __name__ == "__main__":
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    print(json.dumps(run(count), indent=2))

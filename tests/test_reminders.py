@@ -1,0 +1,516 @@
+"""Reminders end to end, on SQLite and PostgreSQL, against a real SMTP server, with travelled time.
+
+The jobs run exactly as the scheduler runs them (``app.reminders.jobs``: their own app context
+and transaction, the clock read through ``app.clock``), while time-machine moves the clock.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from collections import Counter, defaultdict
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+
+import icalendar
+import pytest
+import time_machine
+from sqlalchemy import event, func, select
+
+from app.audit.models import AuditEvent
+from app.auth import service as auth_service
+from app.clock import LONDON, as_utc
+from app.protocols import service as protocols
+from app.registry import service as registry
+from app.registry.demo import demo_pending_signoffs
+from app.reminders import jobs, outbox, service
+from app.reminders.models import CalendarFeedToken, Notification, OutboxMessage, ReminderClaim
+from tests.mailbox import Mailbox
+
+TODAY = date.today()
+#: Every test item falls due on this day, far enough ahead for its 90-day milestone.
+DUE = TODAY + timedelta(days=100)
+ALL_MILESTONES = {"before:90": -90, "before:30": -30, "before:7": -7, "before:0": 0,
+                  "overdue:1": 7, "overdue:2": 14, "overdue:3": 21}
+PARTNER = "testing-trust"
+
+
+def at(day: date, hour: int = 9):
+    """Travel to ``hour`` o'clock in London on ``day``; the clock stands still there."""
+    return time_machine.travel(datetime.combine(day, time(hour), tzinfo=LONDON), tick=False)
+
+
+def run_jobs(app, session, day: date, sweeps: int = 1, hour: int = 9) -> None:
+    """What the scheduler does on ``day``: sweep (``sweeps`` times: reruns) and deliver."""
+    session.rollback()  # the test's own transaction must not hold SQLite's write lock
+    with at(day, hour):
+        for _ in range(sweeps):
+            jobs.sweep_reminders(app)
+        jobs.deliver_outbox(app)
+    session.rollback()
+
+
+@pytest.fixture
+def mailbox(app):
+    box = Mailbox().start()
+    box.configure(app)
+    yield box
+    box.stop()
+
+
+def add_partner(session, *, apd_review_on=None, ico_expires_on=None, signature_expires_on=None,
+                with_dpo_user=True):
+    organisation = registry.create_organisation(session, "test", {
+        "code": PARTNER, "name": "Testing Trust", "kind": "voluntary", "is_public_authority": False,
+        "dpo_name": "Data Protection Officer", "dpo_email": "dpo@testing-trust.example",
+        "ico_registration_number": "Z0000001", "ico_registration_expires_on": ico_expires_on,
+        "apd_paragraphs": [18] if apd_review_on else [], "apd_review_on": apd_review_on,
+    })
+    signature = None
+    if signature_expires_on:
+        signature = registry.record_signature(session, "test", organisation, {
+            "kmisa_version": "2024", "signed_on": TODAY - timedelta(days=10), "signed_by_name": "Chief Executive",
+            "signed_by_role": "chief_officer", "expires_on": signature_expires_on})
+    if with_dpo_user:
+        auth_service.create_user(session, "test", email="tess@testing-trust.example", name="Tess DPO",
+                                 organisation_code=PARTNER, roles=["dpo"], password="long-enough-password")
+    session.commit()
+    return organisation, signature
+
+
+def add_protocol(app, session, tmp_path: Path, review_on: date, dpia_review_on: date) -> str:
+    """Load a protocol version whose review and DPIA review fall due on the given days, and sign it off."""
+    root = tmp_path / "policies"
+    shutil.copytree(app.config["POLICIES_DIR"], root)
+    source = (root / "protocols/csp-board/csp-strategic-assessment-v1.yaml").read_text()
+    source = source.replace("code: csp-strategic-assessment", "code: reminder-test")
+    source = source.replace("title: Dartford CSP strategic assessment", "title: Reminder test")
+    source = re.sub(r"^review_on: .*$", f"review_on: {review_on.isoformat()}", source, flags=re.M)
+    source = re.sub(r"^  review_on: .*$", f"  review_on: {dpia_review_on.isoformat()}", source, flags=re.M)
+    (root / "protocols/csp-board/reminder-test-v1.yaml").write_text(source)
+    report = protocols.load_policies(session, root, actor="test")
+    assert report.added == ["reminder-test v1"]
+    protocols.record_demo_sign_offs(session, demo_pending_signoffs(), now=datetime.now(LONDON))
+    session.commit()
+    return "reminder-test:v1"
+
+
+def claims(session, **where) -> list[ReminderClaim]:
+    query = select(ReminderClaim).order_by(ReminderClaim.id)
+    for name, value in where.items():
+        query = query.where(getattr(ReminderClaim, name) == value)
+    return list(session.scalars(query))
+
+
+def count(session, model) -> int:
+    return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+# --- every kind, every milestone, exactly once ------------------------------------------------------
+
+
+def test_every_kind_goes_out_at_each_milestone_exactly_once(app, session, demo, mailbox, tmp_path):
+    _, signature = add_partner(session, apd_review_on=DUE, ico_expires_on=DUE, signature_expires_on=DUE)
+    protocol = add_protocol(app, session, tmp_path, review_on=DUE, dpia_review_on=DUE)
+    # A new K-MISA version: Neighbourhood Watch, which only signed the 2013 version, must sign it by DUE.
+    registry.sync_kmisa_versions(session, [("2027", DUE, True)], actor="test")
+    session.commit()
+    subjects = {
+        ("signature_renewal", "signature", str(signature.id)),
+        ("kmisa_resign", "organisation", "dartford-nhw"),
+        ("apd_review", "organisation", PARTNER),
+        ("ico_registration", "organisation", PARTNER),
+        ("protocol_review", "protocol_version", protocol),
+        ("dpia_review", "protocol_version", protocol),
+    }
+
+    # Every milestone day, the day before and the day after, each swept twice (a rerun).
+    days = sorted({DUE + timedelta(days=offset + delta) for offset in ALL_MILESTONES.values() for delta in (-1, 0, 1)})
+    for day in days:
+        run_jobs(app, session, day, sweeps=2)
+
+    ours = [c for c in claims(session) if (c.kind, c.subject_type, c.subject_id) in subjects]
+    by_subject = defaultdict(list)
+    for claim in ours:
+        by_subject[(claim.kind, claim.subject_type, claim.subject_id)].append(claim)
+    assert set(by_subject) == subjects
+    for subject, made in by_subject.items():
+        assert sorted(c.milestone for c in made) == sorted(ALL_MILESTONES), subject
+        for claim in made:  # each went out on the day its milestone was reached
+            assert claim.as_of == DUE + timedelta(days=ALL_MILESTONES[claim.milestone]), (subject, claim.milestone)
+            assert claim.due_on == DUE
+            assert claim.escalated is claim.milestone.startswith("overdue")
+
+    # Every queued e-mail reached the SMTP server exactly once; nothing is left behind.
+    messages = list(session.scalars(select(OutboxMessage)))
+    assert messages and all(m.status == "sent" and m.attempts == 1 for m in messages)
+    received = mailbox.received
+    assert len(received) == len(messages)
+    assert len({r.message["Message-ID"] for r in received}) == len(received)
+    per_claim = defaultdict(list)
+    for r in received:
+        per_claim[r.claim_id].extend(r.recipients)
+    for claim in ours:
+        addresses = per_claim[claim.id]
+        assert len(addresses) == len(set(addresses)), "nobody gets the same reminder twice"
+        assert "coordinator@dartford.example" in addresses
+        # Overdue reminders are escalated to the chair's organisation (Dartford Borough Council leads the board).
+        assert ("dpo@dartford.example" in addresses) is (claim.escalated or claim.kind.startswith(("protocol", "dpia")))
+    partner_claims = [c for c in ours if c.subject_id in (PARTNER, str(signature.id))]
+    assert all("dpo@testing-trust.example" in per_claim[c.id] for c in partner_claims)
+    subjects_seen = {r.message["Subject"] for r in received if r.claim_id in {c.id for c in ours}}
+    assert any(s.startswith("Overdue: Testing Trust: renew the K-MISA signature") for s in subjects_seen)
+    assert any(s.startswith("Reminder: Review the protocol Reminder test") and "due in 90 days" in s
+               for s in subjects_seen)
+
+    # In-app notifications: one per user per claim.
+    tess = auth_service.find_user_by_email(session, "tess@testing-trust.example")
+    tess_notes = list(session.scalars(select(Notification).where(Notification.user_id == tess.id)))
+    assert Counter(n.claim_id for n in tess_notes) == Counter({c.id: 1 for c in partner_claims})
+    # Every sweep that claimed something left one audit event.
+    assert session.scalar(select(func.count()).select_from(AuditEvent)
+                          .where(AuditEvent.action == "reminders.sent")) >= len(ALL_MILESTONES)
+
+
+def test_after_ten_days_of_downtime_only_the_latest_missed_milestone_goes_out(app, session, demo, mailbox):
+    add_partner(session, apd_review_on=DUE, with_dpo_user=False)
+    run_jobs(app, session, DUE - timedelta(days=30))
+    # The scheduler is down from DUE-11 to DUE+1: the 7-day and due-day milestones pass unseen.
+    run_jobs(app, session, DUE - timedelta(days=12))
+    sent_before = len(mailbox.received)
+    run_jobs(app, session, DUE + timedelta(days=1), sweeps=3)
+    made = claims(session, kind="apd_review", subject_id=PARTNER)
+    assert [c.milestone for c in made] == ["before:30", "before:0"]
+    latest = made[-1]
+    new = [r for r in mailbox.received[sent_before:] if r.claim_id == latest.id]
+    assert sorted(a for r in new for a in r.recipients) == ["coordinator@dartford.example", "dpo@testing-trust.example"]
+    assert [r.claim_id for r in mailbox.received].count(made[0].id) == 2
+
+
+def test_recording_a_renewal_stops_that_signatures_reminders(app, session, demo, mailbox):
+    organisation, signature = add_partner(session, signature_expires_on=DUE, with_dpo_user=False)
+    run_jobs(app, session, DUE - timedelta(days=30))
+    assert [c.milestone for c in claims(session, kind="signature_renewal", subject_id=str(signature.id))] == ["before:30"]
+
+    renewed_on = DUE - timedelta(days=25)
+    with at(renewed_on):
+        organisation = registry.get_organisation(session, PARTNER)
+        renewal = registry.record_signature(session, "test", organisation, {
+            "kmisa_version": "2024", "signed_on": renewed_on, "signed_by_name": "Chief Executive",
+            "signed_by_role": "chief_officer", "expires_on": renewed_on + timedelta(days=3 * 365)})
+        session.commit()
+        renewal_id = renewal.id
+    for offset in (-7, 0, 7, 14, 21):
+        run_jobs(app, session, DUE + timedelta(days=offset))
+    assert [c.milestone for c in claims(session, kind="signature_renewal", subject_id=str(signature.id))] == ["before:30"]
+    assert claims(session, kind="signature_renewal", subject_id=str(renewal_id)) == []
+
+
+def test_with_the_smtp_server_down_mail_waits_and_all_of_it_goes_out_when_it_is_back(app, session, demo, mailbox):
+    add_partner(session, apd_review_on=DUE, ico_expires_on=DUE, with_dpo_user=False)
+    mailbox.stop()
+    day = DUE - timedelta(days=7)
+    run_jobs(app, session, day)
+    queued = list(session.scalars(select(OutboxMessage)))
+    assert queued and all(m.status == "pending" and m.attempts == 1 for m in queued)
+    assert {m.last_error for m in queued} == {"ConnectionRefusedError"}
+    first_try = datetime.combine(day, time(9), tzinfo=LONDON)
+    assert {as_utc(m.next_attempt_at) for m in queued} == {first_try + timedelta(minutes=1)}  # the backoff
+
+    session.rollback()
+    with at(day, 9):  # a second delivery at the same moment waits for the backoff
+        assert jobs.deliver_outbox(app).attempted == 0
+    with time_machine.travel(first_try + timedelta(minutes=1), tick=False):
+        report = jobs.deliver_outbox(app)
+    assert report.retrying == len(queued) and report.sent == 0
+    session.rollback()
+    assert {m.attempts for m in session.scalars(select(OutboxMessage))} == {2}
+    session.rollback()
+
+    mailbox.start()
+    with time_machine.travel(first_try + timedelta(minutes=2), tick=False):
+        assert jobs.deliver_outbox(app).attempted == 0  # the second retry is due 2 minutes after the second try
+    with time_machine.travel(first_try + timedelta(minutes=3), tick=False):
+        report = jobs.deliver_outbox(app)
+    session.rollback()
+    assert report.sent == len(queued)
+    rows = list(session.scalars(select(OutboxMessage)))
+    assert all(m.status == "sent" and m.attempts == 3 and m.last_error is None for m in rows)
+    assert sorted(r.message["Message-ID"] for r in mailbox.received) == sorted(m.message_id for m in rows)
+    session.rollback()
+    with time_machine.travel(first_try + timedelta(hours=2), tick=False):
+        assert jobs.deliver_outbox(app).attempted == 0  # nothing is sent twice
+
+
+def test_smtp_login_failures_are_retried_and_never_store_the_password(app, session, demo, auth, client):
+    box = Mailbox(login="accord", password="the-right-password").start()
+    try:
+        box.configure(app)
+        app.config["MAIL_PASSWORD"] = "wrong-password-Zq9"
+        add_partner(session, apd_review_on=DUE, with_dpo_user=False)
+        run_jobs(app, session, DUE)
+        rows = list(session.scalars(select(OutboxMessage)))
+        assert rows and all(m.status == "pending" and m.attempts == 1 for m in rows)
+        assert {m.last_error for m in rows} == {"SMTPAuthenticationError 535"}
+        assert box.received == []
+        session.rollback()
+        app.config["MAIL_PASSWORD"] = "the-right-password"
+        with time_machine.travel(datetime.combine(DUE, time(10), tzinfo=LONDON), tick=False):
+            assert jobs.deliver_outbox(app).sent == len(rows)
+        assert len(box.received) == len(rows)
+        auth.sign_in("coordinator@dartford.example")
+        assert "Zq9" not in client.get("/reminders/outbox").get_data(as_text=True)
+    finally:
+        box.stop()
+
+
+def test_two_sweeps_at_once_claim_each_milestone_once_and_two_deliverers_send_each_message_once(
+        app, session, demo, mailbox):
+    add_partner(session, apd_review_on=DUE, ico_expires_on=DUE, signature_expires_on=DUE)
+    session.rollback()
+    errors = []
+    barrier = threading.Barrier(4)
+
+    def work(job):
+        try:
+            barrier.wait()
+            with at(DUE - timedelta(days=7)):
+                job(app)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(jobs.sweep_reminders,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    made = claims(session)
+    keys = [(c.kind, c.subject_type, c.subject_id, c.due_on, c.milestone) for c in made]
+    assert len(keys) == len(set(keys)) and any(c.subject_id == PARTNER for c in made)
+    per_claim = Counter((m.claim_id, m.to_address) for m in session.scalars(select(OutboxMessage)))
+    assert per_claim and set(per_claim.values()) == {1}
+    session.rollback()
+
+    barrier = threading.Barrier(4)
+    threads = [threading.Thread(target=work, args=(jobs.deliver_outbox,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    received = [r.message["Message-ID"] for r in mailbox.received]
+    assert len(received) == sum(per_claim.values()) == len(set(received))
+
+
+def test_the_sweep_uses_the_same_number_of_queries_however_much_is_due(app, session, demo):
+    def queries_for_sweep(as_of: date) -> tuple[int, int]:
+        session.rollback()
+        statements = []
+        listener = lambda *args: statements.append(args[2])  # noqa: E731
+        event.listen(session.get_bind(), "before_cursor_execute", listener)
+        try:
+            result = service.sweep(session, as_of=as_of, now=datetime.now(LONDON))
+        finally:
+            event.remove(session.get_bind(), "before_cursor_execute", listener)
+        session.rollback()
+        return len(statements), result.claimed
+
+    few, claimed_few = queries_for_sweep(TODAY)
+    for n in range(60):
+        registry.create_organisation(session, "test", {
+            "code": f"load-{n}", "name": f"Load {n}", "kind": "voluntary", "is_public_authority": False,
+            "dpo_email": f"dpo@load-{n}.example", "apd_review_on": TODAY + timedelta(days=n % 40),
+            "ico_registration_expires_on": TODAY - timedelta(days=n)})
+    session.commit()
+    many, claimed_many = queries_for_sweep(TODAY)
+    assert claimed_many >= claimed_few + 120
+    assert many == few
+
+
+# --- the command ------------------------------------------------------------------------------------
+
+
+def test_sweep_command_dry_run_writes_nothing_and_the_real_run_sends_once(runner, session, demo):
+    add_partner(session, apd_review_on=DUE, with_dpo_user=False)
+    session.rollback()
+    before = {model: count(session, model) for model in (ReminderClaim, OutboxMessage, Notification, AuditEvent)}
+    as_of = (DUE - timedelta(days=30)).isoformat()
+    session.rollback()
+    dry = runner.invoke(args=["reminders", "sweep", "--as-of", as_of, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "Testing Trust: review the appropriate policy document" in dry.output
+    assert "before:30" in dry.output and "dpo@testing-trust.example" in dry.output
+    assert "nothing was written" in dry.output
+    assert {model: count(session, model) for model in before} == before
+    session.rollback()
+
+    real = runner.invoke(args=["reminders", "sweep", "--as-of", as_of])
+    assert real.exit_code == 0, real.output
+    claimed = int(re.search(r"\((\d+) claimed", real.output).group(1))
+    assert claimed >= 1 and count(session, ReminderClaim) == claimed
+    session.rollback()
+    again = runner.invoke(args=["reminders", "sweep", "--as-of", as_of])
+    assert "0 queued (0 claimed" in again.output
+    bad = runner.invoke(args=["reminders", "sweep", "--as-of", "22/11/2026"])
+    assert bad.exit_code == 2 and "YYYY-MM-DD" in bad.output
+
+
+def test_outbox_deliver_command_without_a_server_keeps_the_mail(runner, session, demo):
+    assert runner.invoke(args=["reminders", "sweep"]).exit_code == 0
+    session.rollback()
+    waiting = count(session, OutboxMessage)
+    session.rollback()
+    result = runner.invoke(args=["outbox", "deliver"])
+    assert result.exit_code == 0 and "stays in the outbox" in result.output
+    assert session.scalar(select(func.count()).select_from(OutboxMessage)
+                          .where(OutboxMessage.status == "pending")) == waiting > 0
+
+
+def test_outbox_deliver_command_sends(runner, session, demo, mailbox, app):
+    assert runner.invoke(args=["reminders", "sweep"]).exit_code == 0
+    session.rollback()
+    waiting = count(session, OutboxMessage)
+    session.rollback()
+    result = runner.invoke(args=["outbox", "deliver"])
+    assert result.exit_code == 0 and f"{waiting} sent" in result.output
+    assert len(mailbox.received) == waiting
+
+
+# --- the pages -------------------------------------------------------------------------------------
+
+
+def test_notifications_can_be_acknowledged_and_snoozed(app, session, demo, auth, client):
+    run_jobs(app, session, TODAY)
+    auth.sign_in("coordinator@dartford.example")
+    coordinator = auth_service.find_user_by_email(session, "coordinator@dartford.example")
+    mine = list(session.scalars(select(Notification).where(Notification.user_id == coordinator.id)
+                                .order_by(Notification.id)))
+    session.rollback()
+    assert len(mine) >= 3
+    home = client.get("/home").get_data(as_text=True)
+    assert re.search(r"Notifications</a></h2>\s*<p[^>]*>" + str(len(mine)) + "<", home)
+    page = client.get("/reminders/notifications").get_data(as_text=True)
+    assert f"{len(mine)} to deal with" in page
+
+    first, second = mine[0].id, mine[1].id
+    response = client.post(f"/reminders/notifications/{first}/acknowledge")
+    assert response.status_code == 302
+    page = client.get("/reminders/notifications").get_data(as_text=True)
+    assert f"{len(mine) - 1} to deal with" in page and "Acknowledged" in page
+
+    form = client.get(f"/reminders/notifications/{second}/snooze")
+    assert form.status_code == 200
+    past = client.post(f"/reminders/notifications/{second}/snooze",
+                       data={"until": [str(TODAY.day), str(TODAY.month), str(TODAY.year)]})
+    assert past.status_code == 422 and b"must be in the future" in past.data
+    until = TODAY + timedelta(days=3)
+    snoozed = client.post(f"/reminders/notifications/{second}/snooze",
+                          data={"until": [str(until.day), str(until.month), str(until.year)]})
+    assert snoozed.status_code == 302
+    page = client.get("/reminders/notifications").get_data(as_text=True)
+    assert f"{len(mine) - 2} to deal with" in page and "Snoozed until" in page
+    session.rollback()
+    assert service.active_notification_count(session, coordinator, TODAY) == len(mine) - 2
+    assert service.active_notification_count(session, coordinator, until) == len(mine) - 1  # it comes back
+    session.rollback()
+    events = session.scalars(select(AuditEvent.action).where(AuditEvent.action.like("notification.%"))).all()
+    assert sorted(events) == ["notification.acknowledged", "notification.snoozed"]
+
+    # Someone else's notification is simply not found.
+    officer = auth_service.find_user_by_email(session, "dpo@kent-police.example")
+    theirs = session.scalar(select(Notification.id).where(Notification.user_id == officer.id).limit(1))
+    session.rollback()
+    assert theirs is not None
+    assert client.post(f"/reminders/notifications/{theirs}/acknowledge").status_code == 404
+    assert client.get(f"/reminders/notifications/{theirs}/snooze").status_code == 404
+
+
+def test_what_is_due_lists_overdue_first_and_is_scoped(app, session, demo, auth, client):
+    run_jobs(app, session, TODAY)
+    auth.sign_in("coordinator@dartford.example")
+    page = client.get("/reminders/due")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    tags = re.findall(r'<strong class="govuk-tag [^"]*">([^<]+)</strong>', html)
+    assert tags and tags[0] == "Overdue"
+    seen_other = False
+    for tag in tags:
+        if tag != "Overdue":
+            seen_other = True
+        assert not (seen_other and tag == "Overdue"), f"overdue after other items: {tags}"
+    assert "Kent Fire and Rescue Service: renew the K-MISA signature" in html
+    assert "Dartford Borough Council: renew the ICO registration" in html
+    assert "escalated to the chair" in html  # the overdue items were already reminded today
+
+    auth.sign_out()
+    auth.sign_in("dpo@kent-police.example")
+    html = client.get("/reminders/due").get_data(as_text=True)
+    assert "Kent Fire and Rescue Service" not in html  # not Kent Police's business
+    assert "Review the DPIA" in html  # Kent Police is a party to those protocols
+    auth.sign_out()
+    auth.sign_in("officer@kent-police.example")
+    assert client.get("/reminders/due").status_code == 403
+    assert client.get("/reminders/outbox").status_code == 403
+    assert client.get("/reminders/notifications").status_code == 200
+
+
+def test_outbox_page_shows_mail_kept_when_no_server_is_configured(app, session, demo, auth, client):
+    run_jobs(app, session, TODAY)
+    waiting = count(session, OutboxMessage)
+    session.rollback()
+    auth.sign_in("coordinator@dartford.example")
+    html = client.get("/reminders/outbox").get_data(as_text=True)
+    assert "No SMTP server is configured" in html
+    assert f"{waiting} waiting, 0 failed, 0 sent." in html
+
+
+def test_failed_mail_can_be_sent_again_from_the_outbox_page(app, session, demo, auth, client):
+    run_jobs(app, session, TODAY)
+    first = session.scalar(select(OutboxMessage).order_by(OutboxMessage.id).limit(1))
+    first.status, first.attempts, first.last_error = "failed", outbox.MAX_ATTEMPTS, "SMTPRecipientsRefused 550"
+    session.commit()
+    auth.sign_in("admin@dartford.example")
+    assert "SMTPRecipientsRefused 550" in client.get("/reminders/outbox").get_data(as_text=True)
+    assert client.post("/reminders/outbox/retry").status_code == 302
+    session.rollback()
+    again = session.get(OutboxMessage, first.id)
+    assert (again.status, again.attempts) == ("pending", 0)
+
+
+def test_the_calendar_feed_parses_and_its_address_can_be_revoked(app, session, demo, auth, client):
+    auth.sign_in("coordinator@dartford.example")
+    assert "no calendar address yet" in client.get("/reminders/calendar").get_data(as_text=True)
+    created = client.post("/reminders/calendar")
+    assert created.status_code == 200 and created.headers["Cache-Control"] == "no-store"
+    url = re.search(r'<code id="feed-url"[^>]*>([^<]+)</code>', created.get_data(as_text=True)).group(1)
+    path = url.replace("http://localhost", "")
+    token = path.rsplit("/", 1)[1].removesuffix(".ics")
+    session.rollback()
+    assert token not in {t.token_hash for t in session.scalars(select(CalendarFeedToken))}
+    session.rollback()
+    auth.sign_out()
+
+    feed = client.get(path)  # no session: the address is the credential
+    assert feed.status_code == 200
+    assert feed.headers["Content-Type"] == "text/calendar; charset=utf-8"
+    calendar = icalendar.Calendar.from_ical(feed.data)
+    events = {str(e["summary"]): e for e in calendar.walk("VEVENT")}
+    renewal = events["Dartford Borough Council: renew the ICO registration Z5603317"]
+    assert renewal.decoded("dtstart") == TODAY + timedelta(days=25)
+    assert any(title.startswith("Kent Fire and Rescue Service: renew") for title in events)
+    assert all(len(line) <= 75 for line in feed.data.split(b"\r\n"))
+
+    assert client.get(path.replace(token, token[:-2] + "xx")).status_code == 404
+    auth.sign_in("coordinator@dartford.example")
+    assert client.post("/reminders/calendar/revoke").status_code == 302
+    assert client.get(path).status_code == 404
+    auth.sign_out()
+    auth.sign_in("officer@dartford.example")
+    assert client.post("/reminders/calendar").status_code == 403
+
+
+def test_pages_need_a_signed_in_user(client, demo):
+    for path in ("/reminders/due", "/reminders/notifications", "/reminders/outbox", "/reminders/calendar"):
+        response = client.get(path)
+        assert response.status_code == 302 and "/sign-in" in response.headers["Location"], path
