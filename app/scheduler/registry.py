@@ -10,7 +10,7 @@ collapse into one), ``max_instances=1`` (a slow run is never overlapped by the n
 ``misfire_grace_time`` in minutes: APScheduler's default of one second silently skips a run
 that starts a moment late (DESIGN §11).
 
-Adding a job when its service lands (the lead wires these):
+Adding a job: one more ``JobDefinition`` below, for example the ones these areas added:
 
 - retention purge (transfers)::
 
@@ -64,6 +64,12 @@ JOBS: tuple[JobDefinition, ...] = (
     JobDefinition("outbox.deliver", "app.reminders.jobs:deliver_outbox", "interval", {"minutes": 1},
                   misfire_grace_minutes=5,
                   description="Send queued e-mail over SMTP, retrying failures with backoff"),
+    JobDefinition("transfers.purge", "app.transfers.jobs:purge_expired", "interval", {"hours": 1},
+                  misfire_grace_minutes=30, description="Destroy transfers past their retention deadline"),
+    JobDefinition("audit.checkpoint", "app.audit.jobs:checkpoint", "interval", {"hours": 1},
+                  misfire_grace_minutes=30, description="Sign the head of the audit chain"),
+    JobDefinition("audit.verify", "app.audit.jobs:verify", "cron", {"hour": 2, "minute": 30},
+                  misfire_grace_minutes=6 * 60, description="Verify the whole audit chain every night"),
 )
 
 
