@@ -132,7 +132,7 @@ def test_a_standby_does_nothing_until_the_leader_lets_go(app, session, demo, bac
 def test_scheduler_run_refuses_an_unknown_job(runner):
     result = runner.invoke(args=["scheduler", "run", "--every", "reminders.sweep=abc"])
     assert result.exit_code == 2 and "JOB=SECONDS" in result.output
-    result = runner.invoke(args=["scheduler", "run", "--every", "transfers.purge=5"])
+    result = runner.invoke(args=["scheduler", "run", "--every", "no.such.job=5"])
     assert result.exit_code == 2 and "no such job" in result.output
     listed = runner.invoke(args=["scheduler", "jobs"])
     assert listed.exit_code == 0 and "reminders.sweep" in listed.output and "outbox.deliver" in listed.output
