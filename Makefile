@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 export FLASK_APP := app
 
-.PHONY: install install-test assets run test bench clean
+.PHONY: install install-test assets run test test-browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,13 @@ run: install
 	$(BIN)/accord seed demo --once
 	$(BIN)/accord serve --port $(PORT)
 
+# The browser journeys (tests/browser) are not yet reliable enough to gate a submission: a run
+# can stall for many minutes. They run on their own with `make test-browser` until that is fixed.
 test: install-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --ignore=tests/browser $(PYTEST_ARGS)
+
+test-browser: install-test
+	$(BIN)/python -m pytest tests/browser $(PYTEST_ARGS)
 
 bench: install-test
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

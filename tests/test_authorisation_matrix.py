@@ -17,7 +17,6 @@ import itertools
 from collections.abc import Callable
 from datetime import date, timedelta
 
-import pytest
 from sqlalchemy import func, select
 
 from app.audit.models import AuditEvent
