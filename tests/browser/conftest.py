@@ -35,6 +35,13 @@ AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 #: The narrowest screen WCAG 1.4.10 (reflow) asks a page to fit without scrolling sideways.
 NARROW = {"width": 320, "height": 640}
 DESKTOP = {"width": 1280, "height": 900}
+#: The innermost elements sticking out past the right edge, to say what to fix.
+WIDEST_ELEMENTS = """(limit) => [...document.querySelectorAll('body *')]
+  .filter(e => e.getBoundingClientRect().right > limit + 1
+               && ![...e.children].some(c => c.getBoundingClientRect().right > limit + 1))
+  .slice(0, 5)
+  .map(e => `${e.tagName.toLowerCase()}${e.id ? '#' + e.id : ''}.${[...e.classList].join('.')}`
+            + ` (${Math.round(e.getBoundingClientRect().right)} px)`)"""
 
 
 def _unavailable_reason() -> str | None:
@@ -182,6 +189,8 @@ class Journey:
     axe: Any
     password: str
     narrow: bool = False
+    #: Without JavaScript, axe-core runs in this page of a scripted context, on a copy of each page.
+    checker: Any = None
     folder: Path = field(init=False)
     steps: list[str] = field(default_factory=list)
     server_errors: list[str] = field(default_factory=list)
@@ -191,6 +200,28 @@ class Journey:
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
         self.page.on("response", self._watch)
+        self._copy: tuple[str, str] | None = None
+        if self.checker is not None:
+            self.checker.route("**/*", self._serve_copy)
+
+    def _serve_copy(self, route) -> None:
+        """The checker sees the page exactly as the script-less browser got it, and runs no script of ours."""
+        request = route.request
+        if self._copy and request.resource_type == "document" and request.url == self._copy[0]:
+            route.fulfill(status=200, content_type="text/html; charset=utf-8", body=self._copy[1])
+        elif request.resource_type == "script":
+            route.abort()
+        else:
+            route.continue_()
+
+    def _checked_page(self) -> Any:
+        """The page axe-core and the width check run in: the journey's own, or a scripted copy of it."""
+        if self.checker is None:
+            return self.page
+        url = self.page.url.split("#")[0]
+        self._copy = (url, self.page.content())
+        self.checker.goto(url)
+        return self.checker
 
     def _watch(self, response) -> None:
         if response.status >= 500:
@@ -216,14 +247,16 @@ class Journey:
             assert heading in h1.inner_text(), f"{where}: expected the heading {heading!r}, got {h1.inner_text()!r}"
         self.steps.append(step)
         page.screenshot(path=str(self.folder / f"{len(self.steps):02d}-{_slug(step)}.png"), full_page=True)
-        results = self.axe.run(page, options={"runOnly": {"type": "tag", "values": AXE_TAGS},
+        checked = self._checked_page()
+        results = self.axe.run(checked, options={"runOnly": {"type": "tag", "values": AXE_TAGS},
                                               "resultTypes": ["violations"]})
         violations = results.response["violations"]
         assert not violations, f"{where}: WCAG 2.2 AA problems found by axe-core:\n{axe_report(violations)}"
         if self.narrow:
-            width = page.evaluate("document.documentElement.scrollWidth")
+            width = checked.evaluate("document.documentElement.scrollWidth")
             assert width <= NARROW["width"], (
-                f"{where}: the page is {width} px wide at {NARROW['width']} px and scrolls sideways (WCAG 1.4.10)")
+                f"{where}: the page is {width} px wide at {NARROW['width']} px and scrolls sideways (WCAG 1.4.10); "
+                f"too wide: {checked.evaluate(WIDEST_ELEMENTS, NARROW['width'])}")
         return page
 
     def sign_in(self, email: str, *, password: str | None = None) -> Any:
@@ -242,7 +275,11 @@ class Journey:
                within: str | None = None) -> Any:
         """Follow a link by its visible text, as a person would, and check where it led."""
         scope = self.page.locator(within) if within else self.page
-        scope.get_by_role("link", name=link, exact=exact).first.click()
+        target = scope.get_by_role("link", name=link, exact=exact).first
+        menu = self.page.get_by_role("button", name="Menu")
+        if not target.is_visible() and menu.count() and menu.is_visible():
+            menu.click()  # on a narrow screen the service navigation folds into a menu
+        target.click()
         return self.see(step, heading=heading)
 
     def press(self, step: str, button: str, *, heading: str | None = None) -> Any:
@@ -261,13 +298,18 @@ def journey(browser, live_server, axe, demo) -> Iterator[Callable[..., Journey]]
     contexts = []
 
     def start(name: str, *, javascript: bool = True, narrow: bool = False) -> Journey:
-        context = browser.new_context(base_url=live_server.url, java_script_enabled=javascript,
-                                      viewport=NARROW if narrow else DESKTOP, locale="en-GB",
-                                      timezone_id="Europe/London")
-        context.set_default_timeout(10_000)
-        contexts.append(context)
-        return Journey(name=name, page=context.new_page(), server=live_server, axe=axe, password=demo,
-                       narrow=narrow)
+        def new_context(scripted: bool):
+            context = browser.new_context(base_url=live_server.url, java_script_enabled=scripted,
+                                          viewport=NARROW if narrow else DESKTOP, locale="en-GB",
+                                          timezone_id="Europe/London")
+            context.set_default_timeout(10_000)
+            contexts.append(context)
+            return context
+
+        # Playwright cannot evaluate script in a page whose JavaScript is off, and axe-core is script.
+        checker = None if javascript else new_context(True).new_page()
+        return Journey(name=name, page=new_context(javascript).new_page(), server=live_server, axe=axe,
+                       password=demo, narrow=narrow, checker=checker)
 
     yield start
     for context in contexts:
