@@ -24,3 +24,5 @@ loglevel = os.environ.get("ACCORD_LOG_LEVEL", "info").lower()
 forwarded_allow_ips = os.environ.get("ACCORD_FORWARDED_ALLOW_IPS", "127.0.0.1")
 # The scheduler never runs inside gunicorn: `accord scheduler run` is its own process.
 raw_env = ["ACCORD_SCHEDULER_IN_PROCESS=0"]
+# Several instances may share a host: manage them with signals, not a control socket in $HOME.
+control_socket_disable = True

@@ -120,18 +120,12 @@ def tokens_create(email: str, name: str, scopes: tuple[str, ...], days: int) -> 
 @click.option("--threads", default=8, show_default=True, type=int)
 @with_appcontext
 def serve_command(host: str, port: int, threads: int) -> None:
-    """Serve Accord with waitress, the embedded default's server."""
-    import waitress
+    """Serve Accord with one gunicorn worker, its scheduler inside: the embedded default's server."""
+    from app.serving import serve
 
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    if app.config.get("SCHEDULER_IN_PROCESS"):
-        from app.scheduler import start_in_process
-
-        start_in_process(app)
     click.echo(f"Accord is running on http://{host}:{port}/ (press Ctrl+C to stop)")
-    from app.transfers.streaming import waitress_options
-
-    waitress.serve(app, host=host, port=port, threads=threads, ident="accord", **waitress_options(app.config))
+    serve(app, host, port, threads)
 
 
 @click.command("healthcheck")

@@ -1,8 +1,8 @@
-"""A transfer end to end over HTTP: upload a generated payload through the API of a real waitress
-server, download it again, and measure both rates and the server process's memory growth.
+"""A transfer end to end over HTTP: upload a generated payload through the API of ``accord serve``
+(one gunicorn worker), download it again, and measure both rates and the worker's memory growth.
 
 Run as ``python -m benchmarks.bench_transfers [size_mib]`` (default 1024, i.e. 1 GiB); prints
-JSON. The server runs in a subprocess (``waitress.serve`` with ``accord serve``'s options) on
+JSON. The server runs in a subprocess (``app.serving.serve``, exactly what ``accord serve`` runs) on
 127.0.0.1 with an SQLite database in a temporary directory, so 1 GiB of chunk rows lands in
 that file (and its WAL) and the directory needs about 2.5 GiB free. The client streams the body
 from a generator and reads the response in pieces, so neither side holds the payload.
@@ -57,7 +57,8 @@ def run(size_mib: int = 1024) -> dict[str, object]:
         try:
             _wait_for(port, server)
             _request(port, "GET", "/healthz")  # warm-up: imports, first connection
-            before = _memory(server.pid)
+            worker = _worker(server.pid)
+            before = _memory(worker)
 
             start = time.perf_counter()
             status, body, sent = _upload(port, exchange_id, sender, _generate(block, size), size)
@@ -66,13 +67,13 @@ def run(size_mib: int = 1024) -> dict[str, object]:
             assert status == 201, (status, body[:500])
             transfer = json.loads(body)
             assert transfer["size"] == size and transfer["sha256"] == expected.hexdigest()
-            after_upload = _memory(server.pid)
+            after_upload = _memory(worker)
 
             start = time.perf_counter()
             received, digest, header_digest = _download(port, transfer["id"], recipient)
             download_seconds = time.perf_counter() - start
             assert received == size and digest == expected.hexdigest() == header_digest
-            after_download = _memory(server.pid)
+            after_download = _memory(worker)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -86,13 +87,12 @@ def run(size_mib: int = 1024) -> dict[str, object]:
     return {
         "size_mib": size_mib,
         "database": "sqlite (file in a temporary directory, WAL)",
-        "server": f"waitress, {SERVER_THREADS} threads, subprocess on 127.0.0.1",
+        "server": f"accord serve: 1 gunicorn gthread worker, {SERVER_THREADS} threads, on 127.0.0.1",
         "unit": "MiB/s",
         "upload_seconds": round(upload_seconds, 2),
         "upload_mib_per_s": _rate(size, upload_seconds),
-        # Waitress reads the whole body before the app starts; the rest is encrypting and storing.
-        "upload_body_received_seconds": round(body_sent_seconds, 2),
-        "upload_encrypt_and_store_seconds": round(upload_seconds - body_sent_seconds, 2),
+        # The body streams into the cipher, so the last byte is sent just before the response.
+        "upload_body_sent_seconds": round(body_sent_seconds, 2),
         "download_seconds": round(download_seconds, 2),
         "download_mib_per_s": _rate(size, download_seconds),
         "server_rss_before_mib": round(before["VmRSS"] / MIB, 1),
@@ -149,15 +149,18 @@ def _prepare(overrides: dict) -> tuple[int, dict[str, str], dict[str, str]]:
 
 
 def serve(port: int, overrides: dict) -> None:
-    """The server subprocess: the app under waitress with ``accord serve``'s payload options."""
-    import waitress
-
+    """The server subprocess: the app under ``accord serve``'s own server and settings."""
     from app import create_app
-    from app.transfers.streaming import waitress_options
+    from app.serving import serve as embedded
 
-    app = create_app("test", **overrides)
-    waitress.serve(app, host="127.0.0.1", port=port, threads=SERVER_THREADS, ident="accord-bench",
-                   **waitress_options(app.config))
+    embedded(create_app("test", **overrides), "127.0.0.1", port, SERVER_THREADS)
+
+
+def _worker(parent: int) -> int:
+    """The gunicorn worker (the process that holds the payload's buffers) under the arbiter."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    assert len(children) == 1, f"expected one worker under the server, found {children}"
+    return int(children[0])
 
 
 def _generate(block: bytes, size: int) -> Iterator[bytes]:

@@ -98,20 +98,3 @@ def _released(download: service.Download) -> Iterator[bytes]:
         raise
     finally:
         db.session.rollback()
-
-
-def waitress_options(config) -> dict[str, int]:
-    """Waitress settings for moving payloads through ``accord serve``.
-
-    Bodies up to the payload limit (plus a form's own fields) are accepted. Response output is
-    kept in memory and bounded: the app thread waits once 4 MiB are queued, and a buffer only
-    spills to a temporary file past 8 MiB, which it then never reaches, so a download's plaintext
-    is never written to disk. Waitress does spool a large *request* body to an unlinked temporary
-    file before the app sees it, so on this server an upload's plaintext briefly touches the
-    temporary directory; servers that stream request bodies (gunicorn's sync workers) do not.
-    """
-    return {
-        "max_request_body_size": int(config["MAX_PAYLOAD_BYTES"]) + int(config["MAX_FORM_BYTES"]),
-        "outbuf_high_watermark": 4 * 1024 * 1024,
-        "outbuf_overflow": 8 * 1024 * 1024,
-    }
