@@ -75,6 +75,10 @@ class AuditEvent(db.Model):
         # A DPO's commonest question, "what was refused (or referred) that concerns us", in order.
         Index("ix_audit_events_organisation_outcome_seq", "organisation", "outcome", "seq"),
         Index("ix_audit_events_counterparty_outcome_seq", "counterparty", "outcome", "seq"),
+        # And "what was refused under this protocol, or in this subgroup": a rare outcome's page
+        # would otherwise walk every event of the protocol or subgroup.
+        Index("ix_audit_events_protocol_outcome_seq", "protocol", "outcome", "seq"),
+        Index("ix_audit_events_subgroup_outcome_seq", "subgroup", "outcome", "seq"),
     )
 
 

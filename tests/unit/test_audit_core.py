@@ -250,8 +250,55 @@ def test_verify_each_checks_every_event_of_a_filtered_export(tmp_path, capsys):
 
 
 def test_fast_copy_lines_read_empty_as_null_and_unescape_values():
-    plain = "\t".join(["9", "a" * 64, "b" * 64, "c" * 64, '{"a":1}', "exchange", "9", "", "", "deny", ""])
-    assert verification._fast_copy_row(plain) == (9, "a" * 64, "b" * 64, "c" * 64, '{"a":1}', "exchange", "9",
-                                                  None, None, "deny", None)
-    escaped = "\t".join(["9", "p", "h", "m", '{"q":"\\\\"x\\\\"\\\\n"}', "", "", "", "", "", ""])
+    text = _row("exchange", "9", {"outcome": "deny"}, ())[4]
+    fields = ["9", "a" * 64, "b" * 64, "c" * 64, text, "exchange", "9", "", "", "deny", ""]
+    vouched, unvouched = "\t".join(fields + ["1"]), "\t".join(fields + ["0"])
+    assert verification._fast_copy_row(vouched)[:5] == (9, "a" * 64, "b" * 64, "c" * 64, text)
+    assert verification._postgresql_columns_match(verification._fast_copy_row(vouched))
+    assert verification._postgresql_columns_match(verification._fast_copy_row(unvouched))  # Python checks
+    blanked = "\t".join(fields[:9] + ["", "", "0"])  # the outcome column emptied
+    assert not verification._postgresql_columns_match(verification._fast_copy_row(blanked))
+    escaped = "\t".join(["9", "p", "h", "m", '{"q":"\\\\"x\\\\"\\\\n"}', "", "", "", "", "", "", "0"])
     assert verification._fast_copy_row(escaped)[4] == '{"q":"\\"x\\"\\n"}'
+    with pytest.raises(ValueError):
+        verification._fast_copy_row("\t".join(fields))  # a field short
+
+
+class _FakeCopy:
+    """COPY output as psycopg hands it over: usually one row per block, sometimes not."""
+
+    def __init__(self, blocks):
+        self.blocks = blocks
+
+    def __enter__(self):
+        return iter(self.blocks)
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _FakeConnection:
+    def __init__(self, blocks):
+        self.blocks = blocks
+
+    def cursor(self):
+        connection = self
+
+        class Cursor:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def copy(self, statement):
+                return _FakeCopy(connection.blocks)
+
+        return Cursor()
+
+
+def test_copy_blocks_are_read_as_lines_whether_whole_several_or_split():
+    blocks = [memoryview(b"1\ta\n"), memoryview(b"2\tb\n3\tc\n"), memoryview(b"4\t"), memoryview(b"d\n5\te"),
+              memoryview("\tf\u00e9\n".encode())]
+    rows = list(verification._postgresql_rows(_FakeConnection(blocks), "x", lambda line: tuple(line.split("\t"))))
+    assert rows == [("1", "a"), ("2", "b"), ("3", "c"), ("4", "d"), ("5", "e", "f\u00e9")]
