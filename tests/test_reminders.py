@@ -22,10 +22,13 @@ from app.auth import service as auth_service
 from app.clock import LONDON, as_utc
 from app.protocols import service as protocols
 from app.registry import service as registry
+from app.decisions import service as decisions
+from app.decisions.models import Exchange
 from app.registry.demo import demo_pending_signoffs
-from app.reminders import jobs, outbox, service
+from app.reminders import bulk, jobs, outbox, service
 from app.reminders.models import CalendarFeedToken, Notification, OutboxMessage, ReminderClaim
 from tests.mailbox import Mailbox
+from tests.transfers_support import POLICE_OFFICER, record_allowed_exchange, send
 
 TODAY = date.today()
 #: Every test item falls due on this day, far enough ahead for its 90-day milestone.
@@ -33,6 +36,16 @@ DUE = TODAY + timedelta(days=100)
 ALL_MILESTONES = {"before:90": -90, "before:30": -30, "before:7": -7, "before:0": 0,
                   "overdue:1": 7, "overdue:2": 14, "overdue:3": 21}
 PARTNER = "testing-trust"
+#: Kent Police to Kent County Council, one-off with no statutory gateway named: a DPO must decide.
+REFERRED_REQUEST = {
+    "from_org": "kent-police", "to_org": "kent-cc", "purpose": "safeguarding_children",
+    "data_categories": ["identity"], "subject_types": ["child"], "transfer_method": "accord_transfer",
+    "lawful_basis": "e", "one_off": True, "retention_months": 6,
+}
+#: To a non-signatory, allowed only because a life is at risk: a DPO reviews it afterwards.
+EMERGENCY_REQUEST = {**REFERRED_REQUEST, "to_org": "bluewater", "purpose": "crime_prevention",
+                     "subject_types": ["offender"],
+                     "emergency": {"category": "risk_to_life", "justification": "A threat to kill a shop worker today"}}
 
 
 def at(day: date, hour: int = 9):
@@ -109,6 +122,29 @@ def count(session, model) -> int:
 # --- every kind, every milestone, exactly once ------------------------------------------------------
 
 
+def sweep_around_every_milestone(app, session) -> None:
+    """Every milestone day of DUE, the day before and the day after, each swept twice (a rerun)."""
+    days = sorted({DUE + timedelta(days=offset + delta) for offset in ALL_MILESTONES.values() for delta in (-1, 0, 1)})
+    for day in days:
+        run_jobs(app, session, day, sweeps=2)
+
+
+def claimed_once_at_every_milestone(session, subjects: set[tuple[str, str, str]]) -> list[ReminderClaim]:
+    """The claims about ``subjects``, having checked each was claimed once at every milestone of
+    DUE, on the day that milestone was reached."""
+    ours = [c for c in claims(session) if (c.kind, c.subject_type, c.subject_id) in subjects]
+    by_subject = defaultdict(list)
+    for claim in ours:
+        by_subject[(claim.kind, claim.subject_type, claim.subject_id)].append(claim)
+    assert set(by_subject) == subjects
+    for subject, made in by_subject.items():
+        assert sorted(c.milestone for c in made) == sorted(ALL_MILESTONES), subject
+        for claim in made:
+            assert claim.as_of == DUE + timedelta(days=ALL_MILESTONES[claim.milestone]), (subject, claim.milestone)
+            assert claim.due_on == DUE
+    return ours
+
+
 def test_every_kind_goes_out_at_each_milestone_exactly_once(app, session, demo, mailbox, tmp_path):
     _, signature = add_partner(session, apd_review_on=DUE, ico_expires_on=DUE, signature_expires_on=DUE)
     protocol = add_protocol(app, session, tmp_path, review_on=DUE, dpia_review_on=DUE)
@@ -124,22 +160,9 @@ def test_every_kind_goes_out_at_each_milestone_exactly_once(app, session, demo, 
         ("dpia_review", "protocol_version", protocol),
     }
 
-    # Every milestone day, the day before and the day after, each swept twice (a rerun).
-    days = sorted({DUE + timedelta(days=offset + delta) for offset in ALL_MILESTONES.values() for delta in (-1, 0, 1)})
-    for day in days:
-        run_jobs(app, session, day, sweeps=2)
-
-    ours = [c for c in claims(session) if (c.kind, c.subject_type, c.subject_id) in subjects]
-    by_subject = defaultdict(list)
-    for claim in ours:
-        by_subject[(claim.kind, claim.subject_type, claim.subject_id)].append(claim)
-    assert set(by_subject) == subjects
-    for subject, made in by_subject.items():
-        assert sorted(c.milestone for c in made) == sorted(ALL_MILESTONES), subject
-        for claim in made:  # each went out on the day its milestone was reached
-            assert claim.as_of == DUE + timedelta(days=ALL_MILESTONES[claim.milestone]), (subject, claim.milestone)
-            assert claim.due_on == DUE
-            assert claim.escalated is claim.milestone.startswith("overdue")
+    sweep_around_every_milestone(app, session)
+    ours = claimed_once_at_every_milestone(session, subjects)
+    assert all(claim.escalated is claim.milestone.startswith("overdue") for claim in ours)
 
     # Every queued e-mail reached the SMTP server exactly once; nothing is left behind.
     messages = list(session.scalars(select(OutboxMessage)))
@@ -170,6 +193,83 @@ def test_every_kind_goes_out_at_each_milestone_exactly_once(app, session, demo, 
     # Every sweep that claimed something left one audit event.
     assert session.scalar(select(func.count()).select_from(AuditEvent)
                           .where(AuditEvent.action == "reminders.sent")) >= len(ALL_MILESTONES)
+
+
+def test_emergency_reviews_referrals_and_retention_deadlines_go_out_at_each_milestone_exactly_once(
+        app, session, demo, mailbox):
+    officer = auth_service.find_user_by_email(session, POLICE_OFFICER)
+    emergency = decisions.record(session, officer, EMERGENCY_REQUEST, now=datetime.now(LONDON))
+    referral = decisions.record(session, officer, REFERRED_REQUEST, now=datetime.now(LONDON))
+    assert (emergency.outcome, referral.outcome) == ("allow_emergency", "refer")
+    emergency.emergency_review.due_on = DUE
+    waiting = protocols.stored_bundle(session).kmisa.referral_waiting_days
+    referral.requested_at = datetime.combine(DUE - timedelta(days=waiting), time(15), tzinfo=LONDON)
+    session.commit()
+    transfer = send(app, session, POLICE_OFFICER, record_allowed_exchange(session, POLICE_OFFICER, "dartford-bc"),
+                    b"retained")
+    transfer.retention_until = datetime.combine(DUE, time(12), tzinfo=LONDON)
+    session.commit()
+    # Who must hear of each: the sender's DPO reviews an emergency; either party's DPO may decide
+    # a referral; the recipient's DPO destroys copies of a transfer.
+    subjects = {
+        ("emergency_review", "exchange", str(emergency.id)): "dpo@kent-police.example",
+        ("referral_waiting", "exchange", str(referral.id)): "dpo@kent-police.example",
+        ("retention_deadline", "transfer", transfer.id): "dpo@dartford.example",
+    }
+
+    sweep_around_every_milestone(app, session)
+    ours = claimed_once_at_every_milestone(session, set(subjects))
+    per_claim = defaultdict(list)
+    for r in mailbox.received:
+        per_claim[r.claim_id].extend(r.recipients)
+    for claim in ours:
+        addresses = per_claim[claim.id]
+        assert len(addresses) == len(set(addresses)), "nobody gets the same reminder twice"
+        assert subjects[(claim.kind, claim.subject_type, claim.subject_id)] in addresses, claim.milestone
+    referral_mail = {a for c in ours if c.kind == "referral_waiting" for a in per_claim[c.id]}
+    assert "dpo@kent-cc.example" in referral_mail
+
+    # Reviewing the emergency sharing stops its reminders.
+    session.rollback()
+    dpo = auth_service.find_user_by_email(session, "dpo@kent-police.example")
+    decisions.review_emergency(session, dpo, session.get(Exchange, emergency.id), conclusion="justified",
+                               notes="A threat to life that day.", now=datetime.now(LONDON))
+    session.commit()
+    later = DUE + timedelta(days=28)
+    run_jobs(app, session, later)
+    assert [c.as_of for c in claims(session, kind="emergency_review")].count(later) == 0
+    assert [c.as_of for c in claims(session, kind="referral_waiting")].count(later) == 1
+
+
+def test_a_milestone_claimed_first_by_another_sweep_is_skipped_with_all_it_would_send(app, session, demo):
+    """The claims, e-mails and notifications are written in the database from each claim's
+    audience; a claim already made is skipped, and the others still get their own audience."""
+    coordinator = auth_service.find_user_by_email(session, "coordinator@dartford.example")
+    now = datetime.now(LONDON)
+    audiences = [bulk.Audience(("a@one.example",), (coordinator.id,)),
+                 bulk.Audience(("b@two.example", "c@two.example"), ())]
+
+    def planned(subject_id: str, audience: int) -> bulk.PlannedClaim:
+        return bulk.PlannedClaim("apd_review", "bulk-test", subject_id, DUE, "before:90", f"{subject_id}: review",
+                                 False, audience)
+
+    first = bulk.claim_and_fan_out(session, [planned("first", 0)], audiences, as_of=TODAY, now=now)
+    assert (first.claimed, first.messages, first.notifications) == (1, 1, 1)
+    second = bulk.claim_and_fan_out(session, [planned("second", 1), planned("first", 1), planned("third", 0)],
+                                    audiences, as_of=TODAY, now=now)
+    assert (second.claimed, second.messages, second.notifications, second.kinds) == (2, 3, 1, {"apd_review": 2})
+    made = {c.subject_id: c.id for c in claims(session, subject_type="bulk-test")}
+    assert list(made) == ["first", "second", "third"]
+    assert (second.first_claim_id, second.last_claim_id) == (made["second"], made["third"])
+    ours = select(ReminderClaim.id).where(ReminderClaim.subject_type == "bulk-test")
+    sent = {(m.claim.subject_id, m.to_address, m.status)
+            for m in session.scalars(select(OutboxMessage).where(OutboxMessage.claim_id.in_(ours)))}
+    assert sent == {("first", "a@one.example", "pending"), ("second", "b@two.example", "pending"),
+                    ("second", "c@two.example", "pending"), ("third", "a@one.example", "pending")}
+    notes = {(n.claim.subject_id, n.user_id)
+             for n in session.scalars(select(Notification).where(Notification.claim_id.in_(ours)))}
+    assert notes == {("first", coordinator.id), ("third", coordinator.id)}
+    session.rollback()
 
 
 def test_after_ten_days_of_downtime_only_the_latest_missed_milestone_goes_out(app, session, demo, mailbox):

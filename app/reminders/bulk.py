@@ -1,137 +1,246 @@
-"""Inserting many rows in one statement, so a sweep's query count does not grow with its size.
+"""Claiming a sweep's reminders and queueing what they send, in a fixed number of statements.
 
-``executemany`` and SQLAlchemy's batched inserts still send one statement per row or per page
-of rows. Here the rows travel as a single JSON parameter that the database unpacks
-(``json_each`` on SQLite, ``jsonb_array_elements`` on PostgreSQL), so a thousand claims and a
-hundred thousand claims are both one round trip. Values are converted with each column type's
-own bind processing first, so what lands in the table is exactly what the ORM would write
-(on SQLite, datetimes as ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC, which sorts and compares with
-the rows the ORM writes).
+A first sweep over a large register claims a hundred thousand milestones and queues twice as
+many e-mails and more notifications. ``executemany`` and SQLAlchemy's batched inserts send
+one statement per row or per page of rows, and building a row object per recipient in Python
+costs more than the database's own work. Here the claims travel once, as arrays (PostgreSQL,
+``unnest``) or one JSON parameter (SQLite, ``json_each``), with the few distinct audiences
+(who is told of a claim) beside them, and the database makes the e-mail and notification rows
+itself from claims x audience members. Dates and times are bound with their columns' types, so
+what lands in the tables is exactly what the ORM would write (on SQLite, datetimes as
+``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC, which sort and compare with the rows the ORM writes).
 """
 from __future__ import annotations
 
+import functools
 import json
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Table, bindparam, text
-from sqlalchemy.engine import Row
+from sqlalchemy import Table, bindparam, select, text
 from sqlalchemy.orm import Session
 
-_PG_TYPES = {"INTEGER": "integer", "BIGINT": "bigint", "BOOLEAN": "boolean", "DATE": "date",
-             "DATETIME": "timestamptz", "TIMESTAMP": "timestamptz", "TEXT": "text"}
+
+def _stored_date(column, dialect) -> Callable[[date], str]:
+    """How SQLite stores a date in ``column`` (its type's own bind processing), remembered: a
+    sweep's hundred thousand claims fall due on a few hundred days."""
+    return functools.cache(column.type.dialect_impl(dialect).bind_processor(dialect))
 
 
-def _pg_type(column) -> str:
-    name = column.type.compile(dialect=_postgres_dialect()).upper()
-    if name.startswith(("VARCHAR", "CHARACTER VARYING")):
-        return "text"
-    if name.startswith("TIMESTAMP"):
-        return "timestamptz"
-    return _PG_TYPES.get(name, name.lower())
+# --- claiming a sweep's reminders and fanning them out to their recipients ---------------------
 
 
-def _postgres_dialect():
-    from sqlalchemy.dialects import postgresql
+class PlannedClaim(NamedTuple):
+    """One reminder to claim, and the index of its audience in the sweep's audience lists
+    (a tuple: a large sweep makes a hundred thousand of them)."""
 
-    return postgresql.dialect()
+    kind: str
+    subject_type: str
+    subject_id: str
+    due_on: date
+    milestone: str
+    title: str
+    escalated: bool
+    audience: int
 
 
-def _converter(column, dialect) -> Callable[[Any], Any] | None:
-    """A function turning a Python value into the JSON value the column's bind processing gives,
-    or None where the value passes through as it is (text and whole numbers).
+@dataclass(frozen=True)
+class Audience:
+    """Who hears of a claim: the addresses it is e-mailed to and the users who see it in the app.
 
-    Dates and datetimes repeat a great deal in a sweep (one ``now``, a few due dates), so their
-    conversions are remembered.
+    Items about the same organisations share one audience, so a sweep sends a few hundred of
+    them to the database however many reminders it claims.
     """
-    processor = column.type.dialect_impl(dialect).bind_processor(dialect)
-    python_type = _python_type(column)
-    if python_type in (str, int) and processor is None:
-        return None
-    memo: dict[Any, Any] = {}
 
-    def convert(value: Any) -> Any:
-        if value is None:
-            return None
-        try:
-            return memo[value]
-        except KeyError:
-            pass
-        original = value
-        if isinstance(value, datetime) and value.tzinfo is not None and dialect.name == "sqlite":
-            value = value.astimezone(timezone.utc)  # SQLite stores naive UTC text
-        converted = _encode(processor(value) if processor is not None else value)
-        memo[original] = converted
-        return converted
-
-    return convert
+    emails: tuple[str, ...]
+    user_ids: tuple[int, ...]
 
 
-def _python_type(column) -> type | None:
-    try:
-        return column.type.python_type
-    except NotImplementedError:  # pragma: no cover - every column used here has one
-        return None
+@dataclass(frozen=True)
+class FanOut:
+    """What a sweep wrote: claims (those another sweep had not claimed first), e-mails, notifications."""
+
+    claimed: int = 0
+    messages: int = 0
+    notifications: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+    first_claim_id: int | None = None
+    last_claim_id: int | None = None
 
 
-def _encode(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat() if value.tzinfo else value.isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    return value
+_CLAIM_KEY = ("kind", "subject_type", "subject_id", "due_on", "milestone")
+#: PostgreSQL's working memory for the sweep's statement: enough for 100,000 claims in memory.
+SWEEP_WORK_MEM = "64MB"
 
 
-def insert_json(
-    session: Session,
-    table: Table,
-    rows: Sequence[Sequence[Any]],
-    *,
-    columns: Sequence[str],
-    constants: Mapping[str, Any] | None = None,
-    on_conflict_do_nothing: Sequence[str] | None = None,
-    returning: Sequence[str] = (),
-) -> list[Row]:
-    """Insert ``rows`` (tuples in ``columns`` order) with one statement, every row also taking
-    the ``constants`` (column -> one value for all rows, bound once). Returns the ``returning``
-    columns of the rows actually inserted: a row in conflict is skipped and not returned."""
-    if not rows:
-        return []
+def claim_and_fan_out(session: Session, claims: Sequence[PlannedClaim], audiences: Sequence[Audience], *,
+                      as_of: date, now: datetime) -> FanOut:
+    """Claim ``claims`` (in their order) and queue an e-mail and a notification for every member
+    of each new claim's audience, in a number of statements that does not depend on how many.
+
+    The e-mails and notifications are made in the database from the claims and the audiences
+    (claims x members), rather than sent there one row per recipient: a first sweep over a
+    large register writes twice as many messages as claims. A claim that is already there
+    (another sweep made it first) is skipped with everything it would have sent.
+    """
+    if not claims:
+        return FanOut()
+    if now.tzinfo is not None:
+        now = now.astimezone(timezone.utc)  # SQLite keeps naive UTC text, as the ORM writes it
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return _claim_and_fan_out_postgresql(session, claims, audiences, as_of=as_of, now=now)
+    if dialect == "sqlite":
+        return _claim_and_fan_out_sqlite(session, claims, audiences, as_of=as_of, now=now)
+    raise NotImplementedError(dialect)  # pragma: no cover - only the two supported databases
+
+
+def _claims_table() -> Table:
+    from app.reminders.models import ReminderClaim
+
+    return ReminderClaim.__table__
+
+
+def _typed(statement, names_to_columns: Mapping[str, Any]):
+    """Bind the constants with their columns' types, so they are stored as the ORM stores them."""
+    return statement.bindparams(*(bindparam(name, type_=column.type) for name, column in names_to_columns.items()))
+
+
+# PostgreSQL: one statement. The claims arrive as arrays (one per column) that ``unnest`` turns
+# into rows; data-modifying CTEs insert the claims, then the e-mails and notifications of the
+# claims actually inserted (RETURNING), and the final SELECT counts what was written.
+_POSTGRESQL_FAN_OUT = """
+WITH planned AS (
+    SELECT * FROM unnest(CAST(:kind AS text[]), CAST(:subject_type AS text[]), CAST(:subject_id AS text[]),
+                         CAST(:due_on AS date[]), CAST(:milestone AS text[]), CAST(:title AS text[]),
+                         CAST(:escalated AS boolean[]), CAST(:audience AS integer[]))
+        WITH ORDINALITY AS p(kind, subject_type, subject_id, due_on, milestone, title, escalated, audience, position)
+), claimed AS (
+    INSERT INTO reminder_claims (kind, subject_type, subject_id, due_on, milestone, title, escalated, as_of, claimed_at)
+    SELECT kind, subject_type, subject_id, due_on, milestone, title, escalated, :as_of, :now
+    FROM planned ORDER BY position
+    ON CONFLICT (kind, subject_type, subject_id, due_on, milestone) DO NOTHING
+    RETURNING id, kind, subject_type, subject_id, due_on, milestone
+), fresh AS (
+    SELECT claimed.id, claimed.kind, planned.audience
+    FROM claimed JOIN planned USING (kind, subject_type, subject_id, due_on, milestone)
+), emails AS (
+    INSERT INTO outbox_messages (claim_id, to_address, status, attempts, next_attempt_at, created_at)
+    SELECT fresh.id, member.address, 'pending', 0, :now, :now
+    FROM fresh JOIN unnest(CAST(:email_audience AS integer[]), CAST(:email_address AS text[]))
+        AS member(audience, address) USING (audience)
+    ORDER BY fresh.id
+    RETURNING 1
+), notes AS (
+    INSERT INTO notifications (user_id, claim_id, created_at)
+    SELECT member.user_id, fresh.id, :now
+    FROM fresh JOIN unnest(CAST(:user_audience AS integer[]), CAST(:user_id AS integer[]))
+        AS member(audience, user_id) USING (audience)
+    ORDER BY fresh.id
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM emails), (SELECT count(*) FROM notes),
+       (SELECT min(id) FROM fresh), (SELECT max(id) FROM fresh),
+       (SELECT json_object_agg(kind, n) FROM (SELECT kind, count(*) AS n FROM fresh GROUP BY kind) AS k)
+"""
+
+
+def _claim_and_fan_out_postgresql(session: Session, claims: Sequence[PlannedClaim], audiences: Sequence[Audience],
+                                  *, as_of: date, now: datetime) -> FanOut:
+    table = _claims_table()
+    params: dict[str, Any] = {name: [getattr(claim, name) for claim in claims]
+                              for name in (*_CLAIM_KEY, "title", "escalated", "audience")}
+    params["email_audience"], params["email_address"] = _members(audiences, "emails")
+    params["user_audience"], params["user_id"] = _members(audiences, "user_ids")
+    params.update(as_of=as_of, now=now)
+    # The statement sorts, joins and keeps (RETURNING) a row per claim; with the default 4 MB
+    # it spills all of that to disk for a large sweep. Until the transaction ends only.
+    session.execute(text("SELECT set_config('work_mem', :work_mem, true)"), {"work_mem": SWEEP_WORK_MEM})
+    statement = _typed(text(_POSTGRESQL_FAN_OUT), {"as_of": table.c.as_of, "now": table.c.claimed_at})
+    claimed, messages, notifications, first, last, kinds = session.execute(statement, params).one()
+    return FanOut(claimed, messages, notifications, dict(sorted((kinds or {}).items())), first, last)
+
+
+def _members(audiences: Sequence[Audience], attribute: str) -> tuple[list[int], list[Any]]:
+    """Two parallel lists, (audience index, member), flattening every audience's ``attribute``."""
+    indexes: list[int] = []
+    members: list[Any] = []
+    for index, audience in enumerate(audiences):
+        for member in getattr(audience, attribute):
+            indexes.append(index)
+            members.append(member)
+    return indexes, members
+
+
+# SQLite has no data-modifying CTEs, and the transaction already holds the database's write
+# lock (BEGIN IMMEDIATE), so: note the highest claim id, insert the claims in order, and the
+# new ones are the rows above it. Each new claim's audience is matched in the database: CROSS
+# JOIN keeps the claims as the outer loop (SQLite indexes the small audience table on the fly)
+# instead of reading every claim again for every member.
+_SQLITE_MEMBERS = ("WITH member(audience, value) AS MATERIALIZED ("
+                   "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:members)) "
+                   "SELECT json_extract(claim.value, '$[0]') AS claim_id, member.value AS member "
+                   "FROM json_each(:fresh) AS claim CROSS JOIN member ON member.audience = json_extract(claim.value, '$[1]')")
+
+
+def _claim_and_fan_out_sqlite(session: Session, claims: Sequence[PlannedClaim], audiences: Sequence[Audience],
+                              *, as_of: date, now: datetime) -> FanOut:
+    from app.reminders.models import Notification, OutboxMessage
+
+    table = _claims_table()
     dialect = session.get_bind().dialect
-    quote = dialect.identifier_preparer.quote
-    constants = dict(constants or {})
-    converters = [_converter(table.c[name], dialect) for name in columns]
-    if any(converters):
-        payload = [[value if convert is None else convert(value) for value, convert in zip(row, converters)]
-                   for row in rows]
-    else:
-        payload = [list(row) for row in rows]
-    params: dict[str, Any] = {"rows": json.dumps(payload, separators=(",", ":"))}
-    if dialect.name == "postgresql":
-        values = [f"CAST(value->>{index} AS {_pg_type(table.c[name])})" for index, name in enumerate(columns)]
-        # Types come from the table definition; the rows are bound.
-        source = "FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r(value)"
-    elif dialect.name == "sqlite":
-        values = [f"json_extract(value, '$[{index}]')" for index in range(len(columns))]
-        # "WHERE true" resolves SQLite's parsing ambiguity between a join's ON and the upsert's ON CONFLICT.
-        source = "FROM json_each(:rows) WHERE true"
-    else:  # pragma: no cover - only the two supported databases
-        raise NotImplementedError(dialect.name)
-    for index, (name, value) in enumerate(constants.items()):
-        values.append(f":constant_{index}")
-        params[f"constant_{index}"] = value
-    targets = ", ".join(quote(name) for name in (*columns, *constants))
-    sql = f"INSERT INTO {quote(table.name)} ({targets}) SELECT {', '.join(values)} {source}"  # nosec B608
-    if on_conflict_do_nothing:
-        sql += f" ON CONFLICT ({', '.join(quote(name) for name in on_conflict_do_nothing)}) DO NOTHING"
-    if returning:
-        sql += " RETURNING " + ", ".join(quote(name) for name in returning)
-        statement = text(sql).columns(*(table.c[name] for name in returning))
-    else:
-        statement = text(sql)
-    # The constants are bound with their columns' types, so they are stored as the ORM stores them.
-    statement = statement.bindparams(*(bindparam(f"constant_{index}", type_=table.c[name].type)
-                                       for index, name in enumerate(constants)))
-    result = session.execute(statement, params)
-    return list(result) if returning else []
+    highest = session.execute(text("SELECT coalesce(max(id), 0) FROM reminder_claims")).scalar_one()
+    # Each claim is a tuple, so it goes as a JSON array as it is (in PlannedClaim's field order,
+    # which the SELECT below follows); its due date as SQLite stores dates, true and false as 1 and 0.
+    payload = json.dumps(claims, separators=(",", ":"), default=_stored_date(table.c.due_on, dialect))
+    inserted = session.execute(_typed(text(
+        "INSERT INTO reminder_claims (kind, subject_type, subject_id, due_on, milestone, title, escalated, as_of, "
+        "claimed_at) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
+        "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), "
+        "json_extract(value, '$[6]'), :as_of, :now FROM json_each(:rows) WHERE true ORDER BY key "
+        "ON CONFLICT (kind, subject_type, subject_id, due_on, milestone) DO NOTHING"),
+        {"as_of": table.c.as_of, "now": table.c.claimed_at}),
+        {"rows": payload, "as_of": as_of, "now": now})
+    fresh = _fresh_claims(session, claims, highest, inserted.rowcount, inserted.lastrowid)
+    if not fresh:
+        return FanOut()
+    fresh_json = _json([[claim_id, claims[index].audience] for claim_id, index in fresh])
+    emails, users = _members(audiences, "emails"), _members(audiences, "user_ids")
+    messages = session.execute(_typed(text(
+        "INSERT INTO outbox_messages (claim_id, to_address, status, attempts, next_attempt_at, created_at) "
+        f"SELECT claim_id, member, 'pending', 0, :now, :now FROM ({_SQLITE_MEMBERS}) WHERE true"),  # nosec B608 - a constant, values are bound
+        {"now": OutboxMessage.__table__.c.created_at}),
+        {"members": _json(list(zip(*emails))), "fresh": fresh_json, "now": now}).rowcount
+    notifications = session.execute(_typed(text(
+        "INSERT INTO notifications (user_id, claim_id, created_at) "
+        f"SELECT member, claim_id, :now FROM ({_SQLITE_MEMBERS}) WHERE true"),  # nosec B608 - a constant, values are bound
+        {"now": Notification.__table__.c.created_at}),
+        {"members": _json(list(zip(*users))), "fresh": fresh_json, "now": now}).rowcount
+    kinds = Counter(claims[index].kind for _, index in fresh)
+    return FanOut(len(fresh), messages, notifications, dict(sorted(kinds.items())), fresh[0][0], fresh[-1][0])
+
+
+def _fresh_claims(session: Session, claims: Sequence[PlannedClaim], highest: int, inserted: int,
+                  last_id: int | None) -> list[tuple[int, int]]:
+    """(claim id, index in ``claims``) of each claim just inserted, in id order.
+
+    When every claim went in, SQLite gave them the ids after ``highest`` in insertion order
+    (a new row's id is one more than the largest, and the last one is ``highest + inserted``).
+    Otherwise some were claimed already and the new ones are read back and matched by key.
+    """
+    if inserted == len(claims) and last_id == highest + inserted:
+        return [(highest + 1 + index, index) for index in range(inserted)]
+    if inserted <= 0:
+        return []
+    by_key = {tuple(getattr(claim, name) for name in _CLAIM_KEY): index for index, claim in enumerate(claims)}
+    table = _claims_table()
+    rows = session.execute(select(table.c.id, *(table.c[name] for name in _CLAIM_KEY))
+                           .where(table.c.id > highest).order_by(table.c.id))
+    return [(row[0], by_key[tuple(row[1:])]) for row in rows if tuple(row[1:]) in by_key]
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

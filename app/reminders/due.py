@@ -16,6 +16,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import NamedTuple
 
 DEFAULT_MILESTONES_DAYS: tuple[int, ...] = (90, 30, 7, 0)
 DEFAULT_OVERDUE_EVERY_DAYS = 7
@@ -188,9 +189,9 @@ def recipients_for(item: DueItem, milestone: Milestone, directory: Directory) ->
 # --- planning --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Planned:
-    """A reminder that goes out on ``as_of`` unless its milestone was already claimed."""
+class Planned(NamedTuple):
+    """A reminder that goes out on ``as_of`` unless its milestone was already claimed (a tuple:
+    a sweep over a large register plans a hundred thousand)."""
 
     item: DueItem
     milestone: Milestone

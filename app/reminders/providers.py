@@ -8,15 +8,14 @@ bulk, never one query per row), because the sweep's cost must not grow with the 
 Extension points. Another area writes its provider in its own module, decorates it with
 :func:`register_provider`, appends that module's dotted name to :data:`PROVIDER_MODULES` (the
 sweep imports them, so no import order matters) and, for a new kind, adds its label to
-``app.reminders.due.KIND_LABELS``. The kinds already named for the areas being written:
+``app.reminders.due.KIND_LABELS``. The transfers' retention deadlines come that way
+(``app.transfers.reminders``). The decisions' due items are read here, from their models:
 
-- ``emergency_review`` (decisions): an emergency decision's retrospective DPO review, due
+- ``emergency_review``: an emergency decision's retrospective DPO review, due
   ``emergency_review_days`` (kmisa.yaml) after the decision; subject ``exchange``; the
-  sending organisation's DPO; stop once the review is recorded.
-- ``referral_waiting`` (decisions): a referred request waiting for a DPO, due
-  ``referral_waiting_days`` after it was referred; subject ``exchange``; stop when resolved.
-- ``retention_deadline`` (transfers): a transfer's retention deadline, due on the deadline;
-  subject ``transfer``; the recipient organisation's DPO; stop once destruction is recorded.
+  sending organisation's DPO; stops once the review is recorded.
+- ``referral_waiting``: a referred request waiting for a DPO, due ``referral_waiting_days``
+  after it was referred; subject ``exchange``; both parties' DPOs; stops once resolved.
 
 A provider stops reminding by no longer returning the item (the renewal was recorded, the
 review was done): the sweep only ever claims what the providers return.
@@ -25,11 +24,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable
-from datetime import date
+from datetime import date, datetime, time, timedelta
 
 from sqlalchemy import case, func, select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, aliased, joinedload
 
+from app.clock import LONDON, as_utc
 from app.errors import NotFound
 from app.reminders.due import COORDINATOR, DPO, DueItem
 from app.registry import service as registry
@@ -209,4 +209,65 @@ def dpia_reviews(session: Session, as_of: date, horizon: date) -> Iterable[DueIt
             kind="dpia_review", subject_type="protocol_version", subject_id=f"{version.code}:v{version.version}",
             title=f"Review the DPIA {dpia.reference} for {version.title} (version {version.version})",
             due_on=dpia.review_on, organisations=_parties(version), recipient_roles=(DPO, COORDINATOR),
+        )
+
+
+# --- decisions -----------------------------------------------------------------------------------
+
+
+def _exchanges_with_parties():
+    """Exchanges with the codes and names of the sending and receiving organisations."""
+    from app.decisions.models import Exchange
+
+    sender, recipient = aliased(Organisation), aliased(Organisation)
+    return (select(Exchange.id, sender.code, sender.name, recipient.code, recipient.name)
+            .join(sender, sender.id == Exchange.from_organisation_id)
+            .join(recipient, recipient.id == Exchange.to_organisation_id))
+
+
+@register_provider
+def emergency_reviews(session: Session, as_of: date, horizon: date) -> Iterable[DueItem]:
+    """Sharing done in an emergency must be reviewed by the sending organisation's DPO after the
+    fact, by the review's due date (``emergency_review_days`` after the decision); none once the
+    review is recorded."""
+    from app.decisions.models import EmergencyReview, Exchange
+
+    rows = session.execute(
+        _exchanges_with_parties().add_columns(EmergencyReview.due_on)
+        .join(EmergencyReview, EmergencyReview.exchange_id == Exchange.id)
+        .where(EmergencyReview.reviewed_at.is_(None), EmergencyReview.due_on <= horizon)
+        .order_by(EmergencyReview.due_on, Exchange.id))
+    for exchange_id, sender_code, sender_name, _, recipient_name, due_on in rows:
+        yield DueItem(
+            kind="emergency_review", subject_type="exchange", subject_id=str(exchange_id),
+            title=f"Review the emergency sharing {exchange_id} from {sender_name} to {recipient_name}",
+            due_on=due_on, organisations=(sender_code,), recipient_roles=(DPO,),
+        )
+
+
+@register_provider
+def referrals_waiting(session: Session, as_of: date, horizon: date) -> Iterable[DueItem]:
+    """A request the rules referred to a DPO must be decided within ``referral_waiting_days``
+    (kmisa.yaml) of being referred; either party's DPO may decide it, so both are told. None
+    once it is resolved, or when no policy is loaded (nothing can have been referred)."""
+    from app.decisions.models import Exchange, Resolution
+    from app.protocols.service import stored_bundle
+
+    try:
+        waiting = timedelta(days=stored_bundle(session).kmisa.referral_waiting_days)
+    except NotFound:
+        return
+    # Referred before the end of (horizon - waiting) in London: due on or before the horizon.
+    referred_by = datetime.combine(horizon - waiting + timedelta(days=1), time.min, LONDON)
+    rows = session.execute(
+        _exchanges_with_parties().add_columns(Exchange.requested_at)
+        .where(Exchange.outcome == "refer", Exchange.requested_at < referred_by,
+               ~select(Resolution.id).where(Resolution.exchange_id == Exchange.id).exists())
+        .order_by(Exchange.requested_at, Exchange.id))
+    for exchange_id, sender_code, sender_name, recipient_code, recipient_name, requested_at in rows:
+        yield DueItem(
+            kind="referral_waiting", subject_type="exchange", subject_id=str(exchange_id),
+            title=f"Decide the referred request {exchange_id} from {sender_name} to {recipient_name}",
+            due_on=as_utc(requested_at).astimezone(LONDON).date() + waiting,
+            organisations=(sender_code, recipient_code), recipient_roles=(DPO,),
         )

@@ -1,20 +1,20 @@
 """Reminders: the sweep that claims and sends them, notifications, what is due, the outbox page
 and calendar feeds. Services flush; the job, command or request around them commits once.
 
-The sweep's cost does not grow with the register: providers load in bulk, the claims already
-made are read in one query, and the new claims, e-mails and notifications are each inserted
-with one statement (``app.reminders.bulk``).
+The sweep's number of statements does not grow with the register: providers load in bulk, the
+claims already made are read in one query, and the new claims, e-mails and notifications are
+written by the database from the claims and their few distinct audiences in one statement on
+PostgreSQL and three on SQLite (``app.reminders.bulk``).
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
@@ -24,7 +24,7 @@ from app.auth.models import Role, User, UserRole
 from app.auth.permissions import require_role
 from app.errors import NotFound, ValidationFailed
 from app.reminders import due, providers
-from app.reminders.bulk import insert_json
+from app.reminders.bulk import Audience, PlannedClaim, claim_and_fan_out
 from app.reminders.models import CalendarFeedToken, Notification, OutboxMessage, ReminderClaim
 from app.registry.models import Organisation, Subgroup
 
@@ -93,8 +93,9 @@ def load_directory(session: Session) -> due.Directory:
 # --- the sweep ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PlannedReminder:
+class PlannedReminder(NamedTuple):
+    """A reminder a sweep would send, with its recipients (a tuple: sweeps make many)."""
+
     planned: due.Planned
     recipients: due.Recipients
 
@@ -161,6 +162,22 @@ def plan_reminders(session: Session, as_of: date, settings: ReminderSettings | N
     return planned
 
 
+def _claims_and_audiences(planned: list[PlannedReminder]) -> tuple[list[PlannedClaim], list[Audience]]:
+    """The claims to insert, each naming its audience by index; reminders planned with the same
+    recipients (``plan_reminders`` shares them) share one audience."""
+    audience_of: dict[int, int] = {}
+    audiences: list[Audience] = []
+    claims = []
+    for p in planned:
+        recipients = p.recipients
+        index = audience_of.get(id(recipients))
+        if index is None:
+            index = audience_of[id(recipients)] = len(audiences)
+            audiences.append(Audience(recipients.emails, tuple(person.user_id for person in recipients.users)))
+        claims.append(PlannedClaim(*p.planned.claim_key, p.item.title[:300], recipients.escalated, index))
+    return claims, audiences
+
+
 def sweep(session: Session, *, as_of: date, now: datetime, actor: Any = SCHEDULER_ACTOR,
           dry_run: bool = False, items: Iterable[due.DueItem] | None = None) -> SweepResult:
     """Claim and send every reminder due on ``as_of``, exactly once per milestone.
@@ -173,34 +190,14 @@ def sweep(session: Session, *, as_of: date, now: datetime, actor: Any = SCHEDULE
     result = SweepResult(as_of=as_of, dry_run=dry_run, planned=plan_reminders(session, as_of, items=items))
     if dry_run or not result.planned:
         return result
-    by_key = {p.planned.claim_key: p for p in result.planned}
-    claimed = insert_json(
-        session, ReminderClaim.__table__,
-        [(*p.planned.claim_key, p.item.title[:300], p.recipients.escalated) for p in result.planned],
-        columns=("kind", "subject_type", "subject_id", "due_on", "milestone", "title", "escalated"),
-        constants={"as_of": as_of, "claimed_at": now},
-        on_conflict_do_nothing=("kind", "subject_type", "subject_id", "due_on", "milestone"),
-        returning=("id", "kind", "subject_type", "subject_id", "due_on", "milestone"))
-    # The e-mails name their claim and are written from it when sent (``app.reminders.text``).
-    messages: list[tuple[int, str]] = []
-    notifications: list[tuple[int, int]] = []
-    kinds: Counter[str] = Counter()
-    for row in claimed:
-        recipients = by_key[(row.kind, row.subject_type, row.subject_id, row.due_on, row.milestone)].recipients
-        kinds[row.kind] += 1
-        messages.extend((row.id, address) for address in recipients.emails)
-        notifications.extend((person.user_id, row.id) for person in recipients.users)
-    insert_json(session, OutboxMessage.__table__, messages, columns=("claim_id", "to_address"),
-                constants={"status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now})
-    insert_json(session, Notification.__table__, notifications, columns=("user_id", "claim_id"),
-                constants={"created_at": now})
-    result.claimed, result.messages, result.notifications = len(claimed), len(messages), len(notifications)
-    if claimed:
+    fan_out = claim_and_fan_out(session, *_claims_and_audiences(result.planned), as_of=as_of, now=now)
+    result.claimed, result.messages, result.notifications = fan_out.claimed, fan_out.messages, fan_out.notifications
+    if fan_out.claimed:
         audit.record(session, action="reminders.sent", actor=actor, subject_type="reminder_sweep",
                      subject_id=as_of.isoformat(),
-                     details={"as_of": as_of.isoformat(), "claims": len(claimed), "emails": len(messages),
-                              "notifications": len(notifications), "kinds": dict(sorted(kinds.items())),
-                              "first_claim_id": min(r.id for r in claimed), "last_claim_id": max(r.id for r in claimed)},
+                     details={"as_of": as_of.isoformat(), "claims": fan_out.claimed, "emails": fan_out.messages,
+                              "notifications": fan_out.notifications, "kinds": fan_out.kinds,
+                              "first_claim_id": fan_out.first_claim_id, "last_claim_id": fan_out.last_claim_id},
                      occurred_at=now)
     session.flush()
     return result
