@@ -6,17 +6,22 @@ environment variables below are Accord's own.
 import os
 
 bind = os.environ.get("ACCORD_BIND", "127.0.0.1:8000")
-# Two cores here: 2 workers with a few threads each keeps the database pool small and busy.
+# Two cores here: 2 workers with two threads each keeps the database pool small and busy. The
+# work is mostly Python, so more threads only queue for the interpreter lock, and a thread holding
+# the audit chain's lock while it waits for the interpreter holds up every other writer.
 workers = int(os.environ.get("ACCORD_WORKERS", "2"))
-threads = int(os.environ.get("ACCORD_THREADS", "4"))
+threads = int(os.environ.get("ACCORD_THREADS", "2"))
+# Threaded workers keep client connections alive between requests (sync workers close each one),
+# which spares a partner system a TCP handshake per request.
 worker_class = "gthread"
 # Large transfers stream for a long time; the proxy in front enforces client timeouts.
 timeout = int(os.environ.get("ACCORD_WORKER_TIMEOUT", "300"))
 graceful_timeout = 30
 keepalive = 5
-# Recycle workers now and then so a slow leak cannot grow without bound.
-max_requests = int(os.environ.get("ACCORD_MAX_REQUESTS", "5000"))
-max_requests_jitter = 500
+# Recycle workers now and then so a slow leak cannot grow without bound; at a few hundred
+# requests a second, a few thousand meant a restart (and a latency spike) every minute.
+max_requests = int(os.environ.get("ACCORD_MAX_REQUESTS", "50000"))
+max_requests_jitter = 5000
 # The app logs its own JSON access lines with request ids; gunicorn's would be duplicates.
 accesslog = None
 errorlog = "-"

@@ -66,12 +66,19 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def _finish(response):
         response.headers["X-Request-ID"] = g.get("request_id", "-")
-        if app.config.get("LOG_ACCESS"):
-            from flask_login import current_user
-
-            user_id = getattr(current_user, "id", None) if current_user else None
+        if app.config.get("LOG_ACCESS") and access.isEnabledFor(logging.INFO):
             access.info("%s %s %s", request.method, request.path, response.status_code, extra={
                 "method": request.method, "path": request.path, "status": response.status_code,
                 "duration_ms": round((time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000, 1),
-                "user_id": user_id, "remote_addr": request.remote_addr})
+                "user_id": _acting_user_id(), "remote_addr": request.remote_addr})
         return response
+
+
+def _acting_user_id() -> int | None:
+    """The API token's user, or the signed-in user; an API request never loads the cookie session."""
+    api_user = g.get("api_user")
+    if api_user is not None or request.path.startswith("/api/"):
+        return getattr(api_user, "id", None)
+    from flask_login import current_user
+
+    return getattr(current_user, "id", None) if current_user else None

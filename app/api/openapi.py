@@ -16,7 +16,7 @@ SECURITY_SCHEMES = {
 
 
 def register(app: Flask) -> None:
-    from app.api import auth, ratelimit
+    from app.api import auth, ratelimit, session
     from app.audit.api import api as audit_api
     from app.auth.api import api as auth_api
     from app.decisions.api import api as decisions_api
@@ -30,6 +30,7 @@ def register(app: Flask) -> None:
 
     ratelimit.init_app(app)
     ratelimit.document(app)
+    session.init_app(app)
 
     @app.before_request
     def _authenticate_api() -> None:

@@ -8,13 +8,17 @@ with no token or a bad one are counted against their address before they are ref
 The counts live in process memory unless ``RATELIMIT_STORAGE_URI`` names a shared store (for
 example ``redis://``); with memory, each server worker counts on its own, so N workers allow up to
 N times the limit. That is acceptable for a limit meant to stop a runaway client; lockouts that
-must hold across workers are counted in the database instead (DESIGN §11).
+must hold across workers are counted in the database instead (DESIGN §11). The memory counts are
+kept by :class:`LocalFixedWindow` rather than the library's memory storage, which starts a timer
+thread to expire keys: at hundreds of requests a second that was a new thread for almost every
+request.
 """
 from __future__ import annotations
 
 import math
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import Flask, current_app, request
 from limits import RateLimitItem, parse
@@ -26,16 +30,55 @@ EXTENSION = "accord_rate_limits"
 
 
 @dataclass
+class LocalFixedWindow:
+    """Fixed-window counts in this process, with the two calls of ``limits``' strategy we use.
+
+    A window opens with a key's first hit and lasts the item's period, as in ``limits``; a spent
+    window is replaced on the key's next hit, and the table is swept of spent windows when it
+    grows, so a stream of addresses cannot fill memory.
+    """
+
+    #: key -> (window ends at, hits in the window)
+    windows: dict[str, tuple[float, int]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    sweep_above: int = 10_000
+
+    def hit(self, item: RateLimitItem, key: str) -> bool:
+        now = time.time()
+        with self.lock:
+            ends_at, hits = self.windows.get(key, (0.0, 0))
+            if ends_at <= now:
+                if len(self.windows) >= self.sweep_above:
+                    self._sweep(now)
+                ends_at, hits = now + item.get_expiry(), 0
+            if hits >= item.amount:
+                return False
+            self.windows[key] = (ends_at, hits + 1)
+            return True
+
+    def get_window_stats(self, item: RateLimitItem, key: str) -> tuple[float, int]:
+        ends_at, hits = self.windows.get(key, (time.time() + item.get_expiry(), 0))
+        return ends_at, max(0, item.amount - hits)
+
+    def _sweep(self, now: float) -> None:
+        for key in [k for k, (ends_at, _hits) in self.windows.items() if ends_at <= now]:
+            del self.windows[key]
+
+
+@dataclass
 class _RateLimits:
     per_token: RateLimitItem | None
     per_address: RateLimitItem | None
     storage_uri: str
-    #: Made on first use, so that the factory starts nothing (the memory store runs a timer thread).
-    limiter: FixedWindowRateLimiter | None = None
+    #: Made on first use, so that the factory starts nothing.
+    limiter: FixedWindowRateLimiter | LocalFixedWindow | None = None
 
-    def strategy(self) -> FixedWindowRateLimiter:
+    def strategy(self) -> FixedWindowRateLimiter | LocalFixedWindow:
         if self.limiter is None:
-            self.limiter = FixedWindowRateLimiter(storage_from_string(self.storage_uri))
+            if self.storage_uri.startswith("memory://"):
+                self.limiter = LocalFixedWindow()
+            else:
+                self.limiter = FixedWindowRateLimiter(storage_from_string(self.storage_uri))
         return self.limiter
 
 

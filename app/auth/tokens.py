@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import Session, joinedload
 
 from app.audit import service as audit
 from app.auth.models import ApiToken, Role, User
@@ -67,8 +67,10 @@ def authenticate(session: Session, plaintext: str, *, now: datetime, pepper: str
     public, _, secret = plaintext[len(TOKEN_PREFIX):].partition("_")
     if not public or not secret:
         return None
-    token = session.scalar(select(ApiToken).where(ApiToken.prefix == public).options(
-        joinedload(ApiToken.user).joinedload(User.organisation), joinedload(ApiToken.user).selectinload(User.role_rows)))
+    # One statement for the token, its user, organisation and roles: every API request pays for it.
+    user = joinedload(ApiToken.user)
+    token = session.scalars(select(ApiToken).where(ApiToken.prefix == public).options(
+        user.joinedload(User.organisation), user.joinedload(User.role_rows))).unique().one_or_none()
     if token is None or not hmac.compare_digest(token.token_hash, _digest(pepper, plaintext)):
         return None
     if token.revoked_at is not None or as_utc(token.expires_at) <= now or not token.user.is_enabled:

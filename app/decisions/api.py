@@ -4,6 +4,7 @@ from __future__ import annotations
 from http import HTTPStatus
 
 from flask_openapi3 import APIBlueprint, Tag
+from pydantic_core import to_jsonable_python
 
 from app.api.auth import api_user
 from app.api.errors import standard_responses
@@ -28,21 +29,24 @@ api = APIBlueprint("decisions_api", __name__, url_prefix="/api/v1", abp_tags=[ta
 
 
 def exchange_out(exchange: Exchange) -> dict:
+    """The exchange in the shape of ``ExchangeOut``, serialised as pydantic would but without
+    validating it again: the stored decision already has that shape (the engine wrote it), and
+    building the model re-checked twenty findings on every response."""
     resolution = exchange.resolution
     review = exchange.emergency_review
-    return ExchangeOut(
-        id=exchange.id, status=exchange.status, may_proceed=exchange.may_proceed,
-        requested_at=exchange.requested_at, requested_by=exchange.requested_by.email,
-        from_org=exchange.from_organisation.code, to_org=exchange.to_organisation.code,
-        request=exchange.request, decision=exchange.decision,
-        resolution=None if resolution is None else {
+    return to_jsonable_python({
+        "id": exchange.id, "status": exchange.status, "may_proceed": exchange.may_proceed,
+        "requested_at": exchange.requested_at, "requested_by": exchange.requested_by.email,
+        "from_org": exchange.from_organisation.code, "to_org": exchange.to_organisation.code,
+        "request": exchange.request, "decision": exchange.decision,
+        "resolution": None if resolution is None else {
             "decision": resolution.decision, "reasons": resolution.reasons,
             "decided_by": resolution.decided_by.email, "decided_at": resolution.decided_at,
             "valid_until": resolution.valid_until},
-        emergency_review=None if review is None else {
+        "emergency_review": None if review is None else {
             "due_on": review.due_on, "reviewed_by": review.reviewed_by.email if review.reviewed_by else None,
             "reviewed_at": review.reviewed_at, "conclusion": review.conclusion, "notes": review.notes},
-    ).model_dump(mode="json")
+    })
 
 
 @api.post("/exchanges/check", responses={200: DecisionOut})

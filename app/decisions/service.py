@@ -203,8 +203,10 @@ def _scoped(query, actor: User):
 
 def get_exchange(session: Session, actor: User, exchange_id: int) -> Exchange:
     """The exchange with this id that ``actor`` may see; any other is simply not found."""
+    # One statement for everything an API answer or a page shows about it.
     query = _scoped(select(Exchange).where(Exchange.id == exchange_id), actor).options(
-        selectinload(Exchange.resolution), selectinload(Exchange.emergency_review))
+        joinedload(Exchange.from_organisation), joinedload(Exchange.to_organisation),
+        joinedload(Exchange.requested_by), joinedload(Exchange.resolution), joinedload(Exchange.emergency_review))
     exchange = session.scalar(query)
     if exchange is None:
         raise NotFound(f"There is no exchange {exchange_id} that you can see")
