@@ -1,8 +1,10 @@
 """``make bench``: run every benchmark, write each one's JSON and a markdown table of all of them.
 
 Each ``benchmarks/bench_<name>.py`` exposes ``run() -> dict``. Results go to
-``benchmarks/results/<name>.json`` (with the machine and the command), and a summary of every
-figure to ``benchmarks/results/summary.json`` and ``summary.md``.
+``benchmarks/results/<name>.json`` (with the machine, the command and the machine's load), and a
+summary of every benchmark's latest figures to ``benchmarks/results/summary.json`` and
+``summary.md``: running only some benchmarks keeps the others' last results in the summary, each
+with the time it was measured, and names those never run or failing this time.
 
     python -m benchmarks                 # everything
     python -m benchmarks engine audit    # only these
@@ -52,6 +54,44 @@ def flatten(prefix: str, value: object, out: dict[str, object]) -> None:
         out[prefix] = value
 
 
+def latest_records() -> dict[str, dict | None]:
+    """Every benchmark's last stored result, or None for one never run here."""
+    records: dict[str, dict | None] = {}
+    for name in available():
+        path = RESULTS / f"{name}.json"
+        try:
+            records[name] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            records[name] = None
+    return records
+
+
+def write_summary(info: dict[str, object], failed: list[str]) -> None:
+    records = latest_records()
+    results: dict[str, dict[str, object]] = {}
+    lines = ["# Accord benchmarks", "", f"Machine: {info['cpus']} CPUs, {info['cpu']}, {info['memory']}, "
+             f"Python {info['python']}", "", "| benchmark | measured at (load) | status |", "|---|---|---|"]
+    for name, record in records.items():
+        status = "failed in the latest run; figures below are older" if name in failed else "ok"
+        if record is None:
+            status = "failed, never measured" if name in failed else "never run: `python -m benchmarks " + name + "`"
+            lines.append(f"| {name} | - | {status} |")
+            results[name] = {"status": status}
+            continue
+        load = record.get("loadavg_1min", {})
+        lines.append(f"| {name} | {record['measured_at']} ({load.get('before', '?')}) | {status} |")
+        flat: dict[str, object] = {}
+        flatten("", record["figures"], flat)
+        results[name] = {"status": status, "measured_at": record["measured_at"], "loadavg_1min": load,
+                         "figures": flat}
+    lines += ["", "| benchmark | figure | value |", "|---|---|---|"]
+    for name, result in results.items():
+        for key, value in result.get("figures", {}).items():
+            lines.append(f"| {name} | {key} | {value} |")
+    (RESULTS / "summary.json").write_text(json.dumps({"machine": info, "results": results}, indent=2, default=str))
+    (RESULTS / "summary.md").write_text("\n".join(lines) + "\n")
+
+
 def main(argv: list[str]) -> int:
     names = argv or available()
     unknown = [n for n in names if n not in available()]
@@ -60,11 +100,11 @@ def main(argv: list[str]) -> int:
         return 2
     RESULTS.mkdir(exist_ok=True)
     info = machine()
-    summary: dict[str, dict[str, object]] = {}
     failed = []
     for name in names:
         print(f"== {name}", flush=True)
         started = time.perf_counter()
+        load_before = os.getloadavg()[0]
         try:
             figures = importlib.import_module(f"benchmarks.bench_{name}").run()
         except Exception:  # noqa: BLE001 - one failing benchmark must not hide the others' figures
@@ -73,19 +113,12 @@ def main(argv: list[str]) -> int:
             continue
         record = {"benchmark": name, "command": f"python -m benchmarks {name}",
                   "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  "seconds": round(time.perf_counter() - started, 1), "machine": info, "figures": figures}
+                  "seconds": round(time.perf_counter() - started, 1), "machine": info,
+                  "loadavg_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+                  "figures": figures}
         (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=2, default=str))
-        flat: dict[str, object] = {}
-        flatten("", figures, flat)
-        summary[name] = flat
         print(json.dumps(figures, indent=2, default=str), flush=True)
-    (RESULTS / "summary.json").write_text(json.dumps({"machine": info, "results": summary}, indent=2, default=str))
-    lines = ["# Accord benchmarks", "", f"Machine: {info['cpus']} CPUs, {info['cpu']}, {info['memory']}, "
-             f"Python {info['python']}", "", "| benchmark | figure | value |", "|---|---|---|"]
-    for name, flat in summary.items():
-        for key, value in flat.items():
-            lines.append(f"| {name} | {key} | {value} |")
-    (RESULTS / "summary.md").write_text("\n".join(lines) + "\n")
+    write_summary(info, failed)
     print(f"wrote {RESULTS / 'summary.md'}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
