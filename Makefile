@@ -39,11 +39,11 @@ run: install
 	$(BIN)/accord seed demo --once
 	$(BIN)/accord serve --port $(PORT)
 
-# The browser journeys (tests/browser) are not yet reliable enough to gate a submission: a run
-# can stall for many minutes. They run on their own with `make test-browser` until that is fixed.
+# Every test, the browser journeys (tests/browser) included; CI sets CI=true so missing Chromium fails.
 test: install-test
-	$(BIN)/python -m pytest --ignore=tests/browser $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Only the browser journeys, for a quicker look at the pages.
 test-browser: install-test
 	$(BIN)/python -m pytest tests/browser $(PYTEST_ARGS)
 

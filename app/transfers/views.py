@@ -99,9 +99,10 @@ def upload(exchange_id: int):
         else:
             db.session.commit()
             location = url_for("transfers.transfer", transfer_id=transfer.id)
+            # Shown on the transfer's page whether the browser posted the form or sent it by script.
+            flash(f"{transfer.filename} was encrypted and sent to {exchange.to_organisation.name}.", "success")
             if _wants_json():
                 return jsonify(location=location), 201
-            flash(f"{transfer.filename} was encrypted and sent to {exchange.to_organisation.name}.", "success")
             return redirect(location, code=303)
     return render_template("transfers/upload.html", form=form, exchange=exchange, max_bytes=max_bytes,
                            title="Send a file"), 422 if form.errors else 200

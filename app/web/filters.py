@@ -59,8 +59,19 @@ def humanise(value: str | None) -> str:
     return (value or "").replace("_", " ").capitalize()
 
 
+def role_label(value: str) -> str:
+    """``Data protection officer`` for ``dpo``: a role as the people holding it would name it."""
+    from app.auth.models import Role
+
+    try:
+        return Role(value).label
+    except ValueError:
+        return humanise(value)
+
+
 def register(app: Flask) -> None:
     app.add_template_filter(uk_date, "uk_date")
     app.add_template_filter(uk_datetime, "uk_datetime")
     app.add_template_filter(status_tag_class, "status_tag_class")
     app.add_template_filter(humanise, "humanise")
+    app.add_template_filter(role_label, "role_label")

@@ -19,6 +19,8 @@ class Panel:
     count: int
     description: str
     href: str
+    #: A standing to show as a status tag instead of the count (its status key, for the tag's colour).
+    tag: str | None = None
 
 
 def panels_for(session: Session, user: User) -> list[Panel]:
@@ -38,8 +40,10 @@ def panels_for(session: Session, user: User) -> list[Panel]:
                             "Organisations that cannot share until they sign the current K-MISA.",
                             url_for("registry.organisations", status="not_current")))
     own = registry.standing(user.organisation, as_of)
+    key = "dissolved" if own.dissolved else (own.status.value if own.status else "never_signed")
     panels.append(Panel(f"{user.organisation.name}'s K-MISA standing", 1 if own.status and own.status.is_current else 0,
-                        own.label, url_for("registry.organisation", code=user.organisation.code)))
+                        "Whether your organisation may share under the K-MISA today.",
+                        url_for("registry.organisation", code=user.organisation.code), tag=key))
     from app.reminders.service import active_notification_count
 
     panels.append(Panel("Notifications", active_notification_count(session, user, as_of),
@@ -88,6 +92,8 @@ def _work_panels(session: Session, user: User, as_of: date) -> list[Panel]:
         panels.append(Panel("Protocols awaiting your sign-off", len(to_sign),
                             "Protocol versions that cannot be used until your organisation signs them off.",
                             url_for("protocols.index")))
+    if user.has_role(Role.OFFICER, Role.DPO):
+        panels.extend(_received_file_panels(session, user))
     if user.has_role(Role.ADMIN, Role.COORDINATOR):
         past_review = [v for v in protocols.list_protocols(session, as_of)
                        if v.status is protocols.ProtocolStatus.APPROVED and v.past_review]
@@ -103,3 +109,24 @@ def _work_panels(session: Session, user: User, as_of: date) -> list[Panel]:
                             "Emergency disclosures still waiting for a DPO's review after the fact.",
                             url_for("decisions.exchanges", outcome="allow_emergency")))
     return panels
+
+
+def _received_file_panels(session: Session, user: User) -> list[Panel]:
+    """Files sent to the user's organisation: unread ones, and destroyed ones whose copies it must confirm destroyed."""
+    from flask import url_for
+
+    from app.transfers.models import Transfer, TransferDownload
+
+    received = select(func.count(Transfer.id)).where(Transfer.recipient_organisation_id == user.organisation_id)
+    unread = received.where(Transfer.destroyed_at.is_(None),
+                            ~select(TransferDownload.id).where(TransferDownload.transfer_id == Transfer.id).exists())
+    to_confirm = received.where(Transfer.destruction_confirmation_requested_at.is_not(None),
+                                Transfer.destruction_confirmed_at.is_(None))
+    return [
+        Panel("Files waiting to be downloaded", session.scalar(unread),
+              f"Encrypted files sent to {user.organisation.name} that nobody there has downloaded yet.",
+              url_for("transfers.index")),
+        Panel("Destroyed files to confirm", session.scalar(to_confirm),
+              "Files whose retention has ended: confirm that your own copies are destroyed too.",
+              url_for("transfers.index")),
+    ]

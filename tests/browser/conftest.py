@@ -18,8 +18,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 
@@ -92,6 +94,32 @@ class LiveServer:
             session.commit()
             return exchange.id
 
+    def send_file(self, email: str, exchange_id: int, content: bytes, *, filename: str) -> str:
+        """Send ``content`` under a recorded exchange as ``email`` would; returns the transfer's id."""
+        import io
+
+        from app.auth import service as auth
+        from app.clock import utcnow
+        from app.decisions.models import Exchange
+        from app.transfers import service
+        from app.transfers.keys import keyring_for
+
+        with self.database() as session:
+            sender = auth.find_user_by_email(session, email)
+            transfer = service.send(session, sender, session.get(Exchange, exchange_id), io.BytesIO(content),
+                                    filename=filename, media_type="text/csv", now=utcnow(),
+                                    keyring=keyring_for(self.app.config),
+                                    max_bytes=self.app.config["MAX_PAYLOAD_BYTES"])
+            session.commit()
+            return transfer.id
+
+    def let_retention_pass(self, days: int) -> None:
+        """Run the retention purge as the scheduler would ``days`` from now."""
+        from app.clock import utcnow
+
+        later = (utcnow() + timedelta(days=days)).replace(microsecond=0, tzinfo=None)
+        self.cli("transfers", "purge", "--as-of", later.isoformat())
+
 
 def _serve(app) -> tuple[Any, threading.Thread]:
     import waitress
@@ -142,8 +170,10 @@ def live_server(browser_unavailable, sqlite_demo_template, tmp_path_factory) -> 
 
 # --- the browser ------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(browser_unavailable) -> Iterator[Any]:
+    """One Chromium for the browser tests, closed as soon as they end: the rest of a full ``make test``
+    run neither shares the machine with it nor tears it down at the very end of the session."""
     if browser_unavailable:
         if _in_ci():
             pytest.fail(f"The browser tests must run in CI: {browser_unavailable}")
@@ -259,13 +289,27 @@ class Journey:
                 f"too wide: {checked.evaluate(WIDEST_ELEMENTS, NARROW['width'])}")
         return page
 
+    def reload(self, step: str, *, heading: str | None = None) -> Any:
+        """Look at the same page again, after something happened elsewhere."""
+        self.page.reload()
+        return self.see(step, heading=heading)
+
     def sign_in(self, email: str, *, password: str | None = None) -> Any:
         page = self.page
         self.visit("Sign in page", "/sign-in", heading="Sign in")
         page.get_by_label("E-mail address").fill(email)
         page.get_by_label("Password", exact=True).fill(password or self.password)
         page.get_by_role("button", name="Sign in").click()
-        return self.see("Start page after signing in", heading="What needs your attention")
+        self.see("Start page after signing in", heading="What needs your attention")
+        self.check_panel_links()
+        return page
+
+    def check_panel_links(self) -> None:
+        """Every panel of the start page leads to a page that works (fetched, not followed)."""
+        for link in self.page.locator(".accord-panel h2 a").all():  # read, not evaluated: works without JavaScript
+            href = urljoin(self.page.url, link.get_attribute("href"))
+            status = self.page.request.get(href).status
+            assert status == 200, f"{self.name}: the start page links to {href}, which answered {status}"
 
     def sign_out(self) -> Any:
         self.page.get_by_role("button", name="Sign out").click()
@@ -285,6 +329,18 @@ class Journey:
     def press(self, step: str, button: str, *, heading: str | None = None) -> Any:
         self.page.get_by_role("button", name=button, exact=True).click()
         return self.see(step, heading=heading)
+
+    def panel_count(self, title: str) -> int:
+        """The number on the start page's panel of this title."""
+        panel = self.page.locator(".accord-panel", has=self.page.get_by_role("link", name=title, exact=True))
+        return int(panel.locator(".accord-panel__count").inner_text())
+
+    def fill_in_date(self, legend: str, when: date) -> None:
+        """Type a date into the GOV.UK day, month and year boxes grouped under ``legend``."""
+        group = self.page.get_by_role("group", name=legend)
+        group.get_by_label("Day").fill(str(when.day))
+        group.get_by_label("Month").fill(str(when.month))
+        group.get_by_label("Year").fill(str(when.year))
 
     def error_summary(self) -> list[str]:
         summary = self.page.locator(".govuk-error-summary")

@@ -1,4 +1,4 @@
-"""A partner officer asks whether they may share, reads why not, fixes it, submits and follows it.
+"""A partner officer asks whether they may share, reads why not, fixes it, submits, sends the data and follows it.
 
 The same journey runs three ways: in an ordinary browser, with JavaScript switched off (every
 journey must work without it), and on a 320 px wide screen, where no page may scroll sideways.
@@ -9,13 +9,10 @@ import re
 
 import pytest
 
-OFFICER = "officer@kent-police.example"
+from tests.browser.ways import WAYS, journey_name
 
-WAYS = [
-    pytest.param({}, id="desktop"),
-    pytest.param({"javascript": False}, id="without-javascript"),
-    pytest.param({"narrow": True}, id="320px-wide"),
-]
+OFFICER = "officer@kent-police.example"
+REFERRAL = b"name,date_of_birth\nA. Child,2012-03-04\n"
 
 
 def fill_in_a_safeguarding_request(page, *, method: str) -> None:
@@ -43,8 +40,7 @@ def request_id_from(page) -> int:
 
 @pytest.mark.parametrize("way", WAYS)
 def test_officer_asks_reads_the_reasons_submits_and_follows_the_request(journey, way):
-    name = "officer" + "".join(f"-{k}" for k in ("javascript", "narrow") if k in way)
-    j = journey(name.replace("-javascript", "-without-javascript").replace("-narrow", "-320px"), **way)
+    j = journey(journey_name("officer", way), **way)
     page = j.sign_in(OFFICER)
 
     j.follow("Requests to share", "Requests", heading="Requests to share", exact=True)
@@ -69,7 +65,25 @@ def test_officer_asks_reads_the_reasons_submits_and_follows_the_request(journey,
     assert f"Request {allowed} recorded: you may share" in page.locator(".govuk-notification-banner").inner_text()
     assert page.locator("h1 .govuk-tag").inner_text().strip() == "Allow"
 
-    j.follow("Back to the list of requests", "Requests to share", heading="Requests to share", within=".govuk-breadcrumbs")
+    # The data itself goes as an encrypted transfer under the allowed request.
+    filename = f"{j.name}-referral.csv"
+    j.press("The upload page", "Send the data", heading="Send a file to Dartford Borough Council")
+    page.get_by_label("File to send").set_input_files(files=[{"name": filename, "mimeType": "text/csv",
+                                                               "buffer": REFERRAL}])
+    page.get_by_role("button", name="Send the file").click()
+    page.wait_for_url(re.compile(r"/transfers/[\w-]+$"))  # with JavaScript, after the progress bar
+    j.see("The file sent", heading=filename)
+    assert "encrypted and sent to Dartford Borough Council" in page.locator(".govuk-notification-banner").inner_text()
+    assert page.locator("h1 .govuk-tag").inner_text().strip() == "Sent"
+    under = page.locator(".govuk-summary-list__row", has_text="Under request").locator(".govuk-summary-list__value")
+    assert under.inner_text().strip() == str(allowed)
+
+    j.follow("Its status among the files sent", "Transfers", heading="Transfers", within=".govuk-breadcrumbs")
+    sent = page.locator("#outbox tbody tr", has=page.get_by_role("link", name=filename))
+    assert sent.locator(".govuk-tag").inner_text().strip() == "Sent"
+    assert sent.locator("td").nth(3).inner_text().strip() == "0", "nobody has downloaded it yet"
+
+    j.follow("Back to the list of requests", "Requests", heading="Requests to share", exact=True)
     row = page.locator("tbody tr", has=page.get_by_role("link", name=str(allowed), exact=True))
     assert "Allow" in row.locator(".govuk-tag").inner_text()
     assert re.search(r"\d{1,2} [A-Z][a-z]+ 20\d\d", row.inner_text()), "dates are written the UK way"
@@ -97,6 +111,5 @@ def test_officer_asks_reads_the_reasons_submits_and_follows_the_request(journey,
 
     # Only this officer asks in this module, so the start page counts exactly what the list shows.
     j.follow("Start page", "Home", heading="What needs your attention", exact=True)
-    waiting = page.locator(".accord-panel", has=page.get_by_role("link", name="Your requests awaiting a DPO"))
-    assert waiting.locator(".accord-panel__count").inner_text().strip() == str(len(listed))
+    assert j.panel_count("Your requests awaiting a DPO") == len(listed)
     j.sign_out()
