@@ -268,6 +268,34 @@ def test_the_fast_path_itself_passes_a_sound_chain_and_steps_aside_for_an_edited
     assert _fast_report(sealed, parallel) is None
 
 
+#: Values the database wraps in quotes as they are, and values it must leave to ``to_json``.
+JSON_STRING_CASES = ["officer@kent-cc.example", "scheduler", "Åsa Ødegård", "line\u2028break", 'say "no"',
+                     "back\\slash", 'both \\ and "', "", None]
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("value", JSON_STRING_CASES)
+def test_the_database_writes_each_value_as_canonical_json_does(session, value):
+    """The fast path's quick quoting gives exactly the canonical text for every value it quotes."""
+    from sqlalchemy import String, bindparam, literal_column
+
+    quoted = session.execute(select(literal_column(verification._pg_json_string("x")))
+                             .select_from(select(bindparam("v", value, String(200)).label("x")).subquery())).scalar()
+    assert quoted == ("null" if value is None else json.dumps(value, ensure_ascii=False))
+
+
+def test_a_control_character_sends_the_fast_path_to_the_exact_one_which_passes_it(app, session, processes):
+    """Canonical text escapes a control character, the quick quoting does not: that row cannot
+    match its hash on the fast path, so the exact path, which escapes it, verifies the chain."""
+    _build(session)
+    service.record(session, action="auth.signed_in", actor="tab\there@kent-cc.example", organisation="kent-cc",
+                   subject_type="user", subject_id=7)
+    session.commit()
+    if session.get_bind().dialect.name == "postgresql":
+        assert _fast_report(session, processes == "two_processes") is None
+    assert _verify(session).ok
+
+
 def test_a_sound_chain_verifies_the_same_in_one_process_and_two(sealed, monkeypatch):
     one = service.verify_current(sealed)
     monkeypatch.setattr(verification, "PARALLEL_FROM", 4)
