@@ -1,8 +1,10 @@
 """The reminder sweep at scale: time and SQL statements for 1,000 and 100,000 due items.
 
-Run as ``python -m benchmarks.bench_reminders [items]``; prints JSON. Uses a migrated SQLite file
-in a temporary folder with the Dartford demo loaded, or the database in
-``ACCORD_BENCH_DATABASE_URL`` (an empty PostgreSQL database, which it migrates and fills).
+Run as ``python -m benchmarks.bench_reminders [items]``; prints JSON. Measures a migrated SQLite
+file in a temporary folder and a throwaway PostgreSQL with durable commits
+(``benchmarks.load.durable_postgres``), each with the Dartford demo loaded;
+``ACCORD_BENCH_DATABASE_URL`` (an empty database, which it migrates and fills) measures that one
+alone.
 
 Figures per size, each with its time and its SQL statements (counted with a
 ``before_cursor_execute`` listener); due dates are spread over the 90 days ahead and the month
@@ -48,7 +50,34 @@ ORGANISATIONS = 1_000
 
 
 def run(items: int = 100_000, small: int = 1_000, provider_organisations: tuple[int, ...] = (1_000, 10_000)) -> dict:
-    with _app() as app:
+    from tests import postgres
+
+    sizes = dict(items=items, small=small, provider_organisations=provider_organisations)
+    if os.environ.get("ACCORD_BENCH_DATABASE_URL"):
+        figures = _one_database(os.environ["ACCORD_BENCH_DATABASE_URL"], **sizes)
+        return {figures["database"]: figures, **_machine()}
+    with tempfile.TemporaryDirectory(prefix="accord-bench-reminders-") as tmp:
+        out: dict[str, object] = {"sqlite": _one_database(f"sqlite:///{Path(tmp) / 'bench.sqlite3'}", **sizes)}
+    if postgres.unavailable_reason() is not None:
+        out["postgresql"] = {"skipped": postgres.unavailable_reason()}
+    else:
+        from benchmarks.load import durable_postgres
+
+        server = durable_postgres()
+        try:
+            postgres.admin_execute(server, "CREATE DATABASE bench_reminders")
+            out["postgresql"] = _one_database(server.url("bench_reminders"), **sizes)
+        finally:
+            postgres.stop(server)
+    return {**out, **_machine()}
+
+
+def _machine() -> dict[str, object]:
+    return {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
+
+
+def _one_database(url: str, *, items: int, small: int, provider_organisations: tuple[int, ...]) -> dict:
+    with _app(url) as app:
         from app.extensions import db
 
         with app.app_context():
@@ -67,18 +96,16 @@ def run(items: int = 100_000, small: int = 1_000, provider_organisations: tuple[
     figures["statements_do_not_grow"] = all(sizes[0][case]["statements"] == sizes[1][case]["statements"]
                                             for case in ("first_sweep", "next_day", "rerun"))
     figures["within_2s"] = {case: sizes[1][case]["seconds"] <= 2.0 for case in ("first_sweep", "next_day", "rerun")}
-    figures.update({"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()})
     return figures
 
 
 @contextmanager
-def _app():
+def _app(url: str):
     from flask_migrate import upgrade
 
     from app import create_app
 
     with tempfile.TemporaryDirectory(prefix="accord-bench-reminders-") as tmp:
-        url = os.environ.get("ACCORD_BENCH_DATABASE_URL") or f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
         app = create_app("test", SQLALCHEMY_DATABASE_URI=url, KEYRING_FILE=str(Path(tmp) / "keyring.json"),
                          AUDIT_SIGNING_KEY_FILE=str(Path(tmp) / "audit-signing-key.pem"))
         with app.app_context():

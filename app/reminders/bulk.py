@@ -182,8 +182,12 @@ def _members(audiences: Sequence[Audience], attribute: str) -> tuple[list[int], 
 # instead of reading every claim again for every member.
 _SQLITE_MEMBERS = ("WITH member(audience, value) AS MATERIALIZED ("
                    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:members)) "
-                   "SELECT json_extract(claim.value, '$[0]') AS claim_id, member.value AS member "
-                   "FROM json_each(:fresh) AS claim CROSS JOIN member ON member.audience = json_extract(claim.value, '$[1]')")
+                   "SELECT {claim_id} AS claim_id, member.value AS member "
+                   "FROM json_each(:fresh) AS claim CROSS JOIN member ON member.audience = {audience}")
+#: How the new claims are sent: when every claim went in, their ids are consecutive and only
+#: each one's audience travels (the n-th is ``first_id + n``); otherwise (id, audience) pairs.
+_SQLITE_ALL_NEW = {"claim_id": ":first_id + claim.key", "audience": "claim.value"}
+_SQLITE_SOME_NEW = {"claim_id": "json_extract(claim.value, '$[0]')", "audience": "json_extract(claim.value, '$[1]')"}
 
 
 def _claim_and_fan_out_sqlite(session: Session, claims: Sequence[PlannedClaim], audiences: Sequence[Audience],
@@ -207,20 +211,31 @@ def _claim_and_fan_out_sqlite(session: Session, claims: Sequence[PlannedClaim], 
     fresh = _fresh_claims(session, claims, highest, inserted.rowcount, inserted.lastrowid)
     if not fresh:
         return FanOut()
-    fresh_json = _json([[claim_id, claims[index].audience] for claim_id, index in fresh])
+    if _consecutive(fresh, len(claims)):
+        shape, fresh_json = _SQLITE_ALL_NEW, _json([claim.audience for claim in claims])
+    else:
+        shape, fresh_json = _SQLITE_SOME_NEW, _json([[claim_id, claims[index].audience] for claim_id, index in fresh])
+    members = _SQLITE_MEMBERS.format(**shape)
     emails, users = _members(audiences, "emails"), _members(audiences, "user_ids")
+    shared = {"fresh": fresh_json, "now": now, "first_id": fresh[0][0]}
     messages = session.execute(_typed(text(
         "INSERT INTO outbox_messages (claim_id, to_address, status, attempts, next_attempt_at, created_at) "
-        f"SELECT claim_id, member, 'pending', 0, :now, :now FROM ({_SQLITE_MEMBERS}) WHERE true"),  # nosec B608 - a constant, values are bound
+        f"SELECT claim_id, member, 'pending', 0, :now, :now FROM ({members}) WHERE true"),  # nosec B608 - constants, values are bound
         {"now": OutboxMessage.__table__.c.created_at}),
-        {"members": _json(list(zip(*emails))), "fresh": fresh_json, "now": now}).rowcount
+        {**shared, "members": _json(list(zip(*emails)))}).rowcount
     notifications = session.execute(_typed(text(
         "INSERT INTO notifications (user_id, claim_id, created_at) "
-        f"SELECT member, claim_id, :now FROM ({_SQLITE_MEMBERS}) WHERE true"),  # nosec B608 - a constant, values are bound
+        f"SELECT member, claim_id, :now FROM ({members}) WHERE true"),  # nosec B608 - constants, values are bound
         {"now": Notification.__table__.c.created_at}),
-        {"members": _json(list(zip(*users))), "fresh": fresh_json, "now": now}).rowcount
+        {**shared, "members": _json(list(zip(*users)))}).rowcount
     kinds = Counter(claims[index].kind for _, index in fresh)
     return FanOut(len(fresh), messages, notifications, dict(sorted(kinds.items())), fresh[0][0], fresh[-1][0])
+
+
+def _consecutive(fresh: list[tuple[int, int]], planned: int) -> bool:
+    """Every planned claim went in, the n-th with the id ``first id + n``."""
+    return (len(fresh) == planned and fresh[-1][0] - fresh[0][0] == planned - 1
+            and all(index == position for position, (_, index) in enumerate(fresh)))
 
 
 def _fresh_claims(session: Session, claims: Sequence[PlannedClaim], highest: int, inserted: int,
