@@ -162,6 +162,39 @@ def test_an_edited_row_is_found(sealed, processes):
     _assert_report(_verify(sealed), chain.Problem.HASH_MISMATCH, 10)
 
 
+#: Enough events that PostgreSQL is still sending the fast path's COPY when it stops at the start.
+LONG_CHAIN = 20_000
+
+
+def _long_chain(session, count: int = LONG_CHAIN) -> None:
+    """``count`` sign-in events sealed as ``record`` seals them, inserted in one statement."""
+    from sqlalchemy import insert
+
+    key, prev_hash, start, rows = service.audit_key(), chain.GENESIS_HASH, utcnow() - timedelta(days=30), []
+    for seq in range(1, count + 1):
+        sealed = chain.seal(seq=seq, prev_hash=prev_hash, occurred_at=start + timedelta(seconds=seq),
+                            action="auth.signed_in", actor=f"officer{seq % 40}@kent-cc.example", organisation="kent-cc",
+                            subject_type="user", subject_id=str(seq % 400), details={"via": "password"}, key=key)
+        prev_hash = sealed.hash
+        rows.append({"seq": seq, "occurred_at": sealed.occurred_at, "action": sealed.action, "actor": sealed.actor,
+                     "organisation": sealed.organisation, "subject_type": sealed.subject_type,
+                     "subject_id": sealed.subject_id, "details": sealed.details, "prev_hash": sealed.prev_hash,
+                     "hash": sealed.hash, "mac": sealed.mac})
+    session.execute(insert(AuditEvent), rows)
+    session.commit()
+
+
+def test_an_edited_row_early_in_a_long_chain_is_named_not_a_database_error(session, processes):
+    """The fast path stops at the edited row while PostgreSQL is still sending the rest: the
+    cancelled COPY must not leave the exact path, which names the row, reading in a failed
+    transaction (a short chain never shows it: its COPY arrives whole before the first row is
+    looked at)."""
+    _long_chain(session)
+    _set(session, 3, actor="mallory@example.org")
+    session.commit()
+    _assert_report(_verify(session), chain.Problem.HASH_MISMATCH, 3)
+
+
 def test_edited_details_are_found(sealed, processes):
     details = _row(sealed, 20)["details"]
     details = json.loads(details) if isinstance(details, str) else details
