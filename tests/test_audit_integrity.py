@@ -195,6 +195,23 @@ def test_an_edited_row_early_in_a_long_chain_is_named_not_a_database_error(sessi
     _assert_report(_verify(session), chain.Problem.HASH_MISMATCH, 3)
 
 
+def test_the_nightly_verification_records_and_the_checkpoint_refuses_an_edited_long_chain(session):
+    """What the scheduler does with a broken chain must itself work on a long one: the failure
+    is recorded in the trail, and the head is not signed."""
+    _long_chain(session)
+    _set(session, 3, actor="mallory@example.org")
+    session.commit()
+    report = service.run_verification(session, actor="system:scheduler", now=utcnow())
+    session.commit()
+    assert not report.ok and report.first_bad_seq == 3
+    recorded = session.scalars(select(AuditEvent).where(AuditEvent.action == "audit.verified")).one()
+    assert recorded.details["ok"] is False and recorded.details["first_bad_seq"] == 3
+    result = service.checkpoint_job(session, utcnow())
+    session.commit()
+    assert result.checkpoint is None and "event 3" in result.reason
+    assert session.scalar(select(func.count()).select_from(AuditCheckpoint)) == 0
+
+
 def test_edited_details_are_found(sealed, processes):
     details = _row(sealed, 20)["details"]
     details = json.loads(details) if isinstance(details, str) else details

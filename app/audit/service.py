@@ -170,17 +170,8 @@ def verify(
     head_seq = 0 if last is None else last[0]
     connection = session.connection().connection.driver_connection
     database = verification.Database.from_url(session.get_bind().url)
-    # The fast path stops at the first thing out of the ordinary. On PostgreSQL that cancels the
-    # rest of its COPY, which aborts the transaction it ran in, and the exact path reading after
-    # it would fail instead of naming the problem: so it runs in a savepoint, rolled back (it
-    # writes nothing) before anything else is read.
-    fast_path = session.begin_nested()
-    session.connection()  # the SAVEPOINT itself: begin_nested alone waits for the next statement
-    try:
-        report = verification.fast_report(connection, database, head_seq=head_seq, key=key, checkpoint=checkpoint,
-                                          public_key=public_key, progress=progress, parallel=parallel)
-    finally:
-        fast_path.rollback()
+    report = verification.fast_report(connection, database, head_seq=head_seq, key=key, checkpoint=checkpoint,
+                                      public_key=public_key, progress=progress, parallel=parallel)
     if report is None:
         rows = verification.read_rows(connection, database.dialect, after=0, upto=head_seq)
         report = verification.exact_report(rows, key=key, checkpoint=checkpoint, public_key=public_key,

@@ -21,6 +21,7 @@ import json
 import multiprocessing
 import re
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -138,8 +139,42 @@ def _sqlite_rows(connection: Any, query: str) -> Iterator[tuple[Any, ...]]:
         cursor.close()
 
 
+#: Where a COPY read inside the caller's transaction can be undone to (``_copy_savepoint``).
+_SAVEPOINT = "accord_audit_read"
+
+
 def _postgresql_rows(connection: Any, query: str, parse: Callable[[str], tuple[Any, ...]],
                      options: str = "") -> Iterator[tuple[Any, ...]]:
+    with _copy_savepoint(connection):
+        yield from _copied_lines(connection, query, parse, options)
+
+
+@contextmanager
+def _copy_savepoint(connection: Any) -> Iterator[None]:
+    """Run a COPY so that stopping before its end leaves the caller's transaction usable.
+
+    Verification stops reading at the first problem; psycopg then cancels the rest of the COPY,
+    and inside a transaction a cancelled statement aborts it: whatever the caller did next (read
+    again to name the problem, record the failure) would fail with InFailedSqlTransaction. So
+    within a transaction the COPY gets a savepoint, rolled back if it did not run to its end. An
+    autocommit connection (the second process's) has no transaction to protect.
+    """
+    from psycopg.pq import TransactionStatus
+
+    if connection.info.transaction_status == TransactionStatus.IDLE:
+        yield
+        return
+    connection.execute(f"SAVEPOINT {_SAVEPOINT}")
+    finished = False
+    try:
+        yield
+        finished = True
+    finally:
+        connection.execute(f"{'RELEASE' if finished else 'ROLLBACK TO'} SAVEPOINT {_SAVEPOINT}")
+
+
+def _copied_lines(connection: Any, query: str, parse: Callable[[str], tuple[Any, ...]],
+                  options: str) -> Iterator[tuple[Any, ...]]:
     pending = b""
     with connection.cursor() as cursor, cursor.copy(f"COPY (SELECT {query}) TO STDOUT {options}") as copy:
         for block in copy:  # one whole row per block, in practice; lines may still be split

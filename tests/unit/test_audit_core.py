@@ -278,8 +278,13 @@ class _FakeCopy:
 
 
 class _FakeConnection:
+    """A psycopg connection outside a transaction, as far as reading COPY output goes."""
+
     def __init__(self, blocks):
+        from psycopg.pq import TransactionStatus
+
         self.blocks = blocks
+        self.info = type("Info", (), {"transaction_status": TransactionStatus.IDLE})()
 
     def cursor(self):
         connection = self
