@@ -148,6 +148,8 @@ def processes(request, monkeypatch):
     """Run a test with the whole chain in one process, and split between two."""
     if request.param == "two_processes":
         monkeypatch.setattr(verification, "PARALLEL_FROM", 4)
+        # The test session may run threads of its own (a server, an SMTP sink): split regardless.
+        monkeypatch.setattr(verification, "_can_fork", lambda: True)
     return request.param
 
 
@@ -291,6 +293,7 @@ def test_verification_in_two_processes_agrees_with_one(sealed, monkeypatch):
     sealed.commit()
     one = service.verify_current(sealed)
     monkeypatch.setattr(verification, "PARALLEL_FROM", 4)
+    monkeypatch.setattr(verification, "_can_fork", lambda: True)
     two = service.verify_current(sealed)
     sealed.rollback()
     assert one == two and not one.ok
@@ -346,9 +349,29 @@ def test_a_control_character_sends_the_fast_path_to_the_exact_one_which_passes_i
     assert _verify(session).ok
 
 
+def test_a_process_running_other_threads_verifies_without_forking(sealed, monkeypatch):
+    """A server worker or the scheduler has threads that may hold a lock as the fork happens,
+    which the child would wait on for ever: there the chain is verified in one process."""
+    monkeypatch.setattr(verification, "PARALLEL_FROM", 4)
+    started = []
+    monkeypatch.setattr(verification.multiprocessing, "get_context",
+                        lambda method: started.append(method) or pytest.fail("forked beside a thread"))
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, name="another-request")
+    other.start()
+    try:
+        assert not verification._can_fork()
+        report = _verify(sealed)
+    finally:
+        release.set()
+        other.join()
+    assert report.ok and not started
+
+
 def test_a_sound_chain_verifies_the_same_in_one_process_and_two(sealed, monkeypatch):
     one = service.verify_current(sealed)
     monkeypatch.setattr(verification, "PARALLEL_FROM", 4)
+    monkeypatch.setattr(verification, "_can_fork", lambda: True)
     two = service.verify_current(sealed)
     sealed.rollback()
     assert one == two and one.ok and one.checkpoint_verified

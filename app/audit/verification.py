@@ -20,6 +20,7 @@ import itertools
 import json
 import multiprocessing
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -358,7 +359,12 @@ def fast_report(
 
 
 def _can_fork() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
+    """Fork only a process with no other thread running. A thread holding a lock at the moment
+    of the fork (OpenSSL's while an API request hashes its token, the resolver's, the logging
+    module's) leaves it held for ever in the child, which would hang on it, and the verification
+    with it. Server workers and the scheduler run threads, so they verify in one process;
+    ``accord audit verify`` and the benchmarks, single-threaded, use two."""
+    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
 
 
 def _segment(rows: Iterator[tuple[Any, ...]], dialect: str, *, key: bytes | None,
