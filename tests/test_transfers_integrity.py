@@ -412,6 +412,52 @@ def test_the_purge_job_runs_the_same_service(app, session, exchange):
     assert jobs.purge_expired(app).destroyed == []
 
 
+def test_the_purge_commits_a_batch_at_a_time_and_a_failure_keeps_what_was_destroyed(app, session, exchange,
+                                                                                   monkeypatch):
+    """After a pause many transfers fall due together: each batch is destroyed with its audit
+    events in its own transaction, so a failure part way loses none of them, and the next run
+    destroys the rest."""
+    from app.audit.models import AuditEvent
+    from app.transfers import jobs
+    from app.transfers import service as transfers
+
+    sent = [send(app, session, POLICE_OFFICER, exchange, b"case %d" % i).id for i in range(5)]
+    for transfer in session.scalars(select(Transfer)):
+        transfer.retention_until = utcnow() - timedelta(days=1)
+    session.commit()
+    monkeypatch.setattr(transfers, "PURGE_BATCH", 2)
+    purge, calls = transfers.purge_expired, []
+
+    def failing_third_batch(*args, **kwargs):
+        calls.append(kwargs["limit"])
+        if len(calls) == 3:
+            raise RuntimeError("the database went away")
+        return purge(*args, **kwargs)
+
+    monkeypatch.setattr(transfers, "purge_expired", failing_third_batch)
+    with pytest.raises(RuntimeError):
+        jobs.purge_expired(app)
+    assert calls == [2, 2, 2]
+
+    def destroyed() -> set[str]:
+        session.expire_all()
+        ids = {t.id for t in session.scalars(select(Transfer).where(Transfer.destroyed_at.is_not(None)))}
+        session.rollback()  # leave the database to the job (SQLite: one writer at a time)
+        return ids
+
+    def destruction_events() -> int:
+        count = session.scalar(select(func.count()).select_from(AuditEvent)
+                               .where(AuditEvent.action == "transfer.destroyed"))
+        session.rollback()
+        return count
+
+    assert len(destroyed()) == 4 and destruction_events() == 4
+    monkeypatch.setattr(transfers, "purge_expired", purge)
+    assert len(jobs.purge_expired(app).destroyed) == 1
+    assert destroyed() == set(sent) and destruction_events() == 5
+    assert jobs.purge_expired(app).destroyed == []
+
+
 # --- the plaintext never reaches the database ---------------------------------------------------------
 
 

@@ -104,14 +104,15 @@ def transfers_group() -> None:
               default=None, help="Purge as if it were this moment (UTC if no offset); default now.")
 @with_appcontext
 def purge_command(as_of: datetime | None) -> None:
-    """Destroy every transfer past its retention deadline: data key and chunks deleted (crypto-shredding)."""
+    """Destroy every transfer past its retention deadline: data key and chunks deleted (crypto-shredding).
+
+    A batch of transfers is committed at a time: if the command stops, those destroyed stay destroyed."""
     from app.clock import as_utc
     from app.transfers import service
 
     now = as_utc(as_of) if as_of is not None else utcnow()
     try:
-        result = service.purge_expired(db.session, now=now)
-        db.session.commit()
+        result = service.purge_expired_in_batches(db.session, now=now, commit=db.session.commit)
     except BaseException:
         db.session.rollback()
         raise

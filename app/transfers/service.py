@@ -437,6 +437,34 @@ class PurgeResult:
     confirmations_requested: int
 
 
+#: Transfers destroyed per transaction by the scheduled purge and ``accord transfers purge``.
+PURGE_BATCH = 25
+
+
+def purge_expired_in_batches(session: Session, *, now: datetime, commit: Callable[[], None],
+                             batch_size: int | None = None) -> PurgeResult:
+    """``purge_expired`` ``batch_size`` transfers at a time, calling ``commit`` after each batch,
+    until none past its deadline is left.
+
+    After a pause, thousands of transfers may fall due together. Deleting all their chunks in one
+    transaction would hold the database for minutes (on SQLite, every writer) and, if it failed,
+    leave every one of them undestroyed, to fail again at the next run; a batch at a time, what
+    is destroyed stays destroyed with its audit event, and a later run carries on. The caller owns
+    the transaction, so it passes its own commit (as ``rotate_keys`` commits per batch).
+    """
+    batch_size = batch_size or PURGE_BATCH
+    destroyed: list[str] = []
+    chunks_deleted = confirmations = 0
+    while True:
+        batch = purge_expired(session, now=now, limit=batch_size)
+        commit()
+        destroyed += batch.destroyed
+        chunks_deleted += batch.chunks_deleted
+        confirmations += batch.confirmations_requested
+        if len(batch.destroyed) < batch_size:
+            return PurgeResult(destroyed, chunks_deleted, confirmations)
+
+
 def purge_expired(session: Session, *, now: datetime, limit: int | None = None) -> PurgeResult:
     """Destroy every transfer past its retention deadline (crypto-shredding) and record it.
 
