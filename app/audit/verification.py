@@ -22,7 +22,6 @@ import multiprocessing
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -140,38 +139,17 @@ def _sqlite_rows(connection: Any, query: str) -> Iterator[tuple[Any, ...]]:
         cursor.close()
 
 
-#: Where a COPY read inside the caller's transaction can be undone to (``_copy_savepoint``).
-_SAVEPOINT = "accord_audit_read"
-
-
 def _postgresql_rows(connection: Any, query: str, parse: Callable[[str], tuple[Any, ...]],
                      options: str = "") -> Iterator[tuple[Any, ...]]:
-    with _copy_savepoint(connection):
-        yield from _copied_lines(connection, query, parse, options)
-
-
-@contextmanager
-def _copy_savepoint(connection: Any) -> Iterator[None]:
-    """Run a COPY so that stopping before its end leaves the caller's transaction usable.
+    """The rows of a COPY, in a transaction block of psycopg's own: within the caller's
+    transaction that is a savepoint, rolled back if the reader stops before the end.
 
     Verification stops reading at the first problem; psycopg then cancels the rest of the COPY,
-    and inside a transaction a cancelled statement aborts it: whatever the caller did next (read
-    again to name the problem, record the failure) would fail with InFailedSqlTransaction. So
-    within a transaction the COPY gets a savepoint, rolled back if it did not run to its end. An
-    autocommit connection (the second process's) has no transaction to protect.
+    and inside a transaction a cancelled statement aborts it, so whatever the caller did next
+    (read again to name the problem, record the failure) would fail with InFailedSqlTransaction.
     """
-    from psycopg.pq import TransactionStatus
-
-    if connection.info.transaction_status == TransactionStatus.IDLE:
-        yield
-        return
-    connection.execute(f"SAVEPOINT {_SAVEPOINT}")
-    finished = False
-    try:
-        yield
-        finished = True
-    finally:
-        connection.execute(f"{'RELEASE' if finished else 'ROLLBACK TO'} SAVEPOINT {_SAVEPOINT}")
+    with connection.transaction():
+        yield from _copied_lines(connection, query, parse, options)
 
 
 def _copied_lines(connection: Any, query: str, parse: Callable[[str], tuple[Any, ...]],

@@ -3,6 +3,7 @@
 ``chain.py verify --each``."""
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from datetime import datetime, timedelta, timezone
@@ -278,13 +279,11 @@ class _FakeCopy:
 
 
 class _FakeConnection:
-    """A psycopg connection outside a transaction, as far as reading COPY output goes."""
-
     def __init__(self, blocks):
-        from psycopg.pq import TransactionStatus
-
         self.blocks = blocks
-        self.info = type("Info", (), {"transaction_status": TransactionStatus.IDLE})()
+
+    def transaction(self):
+        return contextlib.nullcontext()
 
     def cursor(self):
         connection = self
