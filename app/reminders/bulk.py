@@ -208,10 +208,15 @@ def _claim_and_fan_out_sqlite(session: Session, claims: Sequence[PlannedClaim], 
         "ON CONFLICT (kind, subject_type, subject_id, due_on, milestone) DO NOTHING"),
         {"as_of": table.c.as_of, "now": table.c.claimed_at}),
         {"rows": payload, "as_of": as_of, "now": now})
-    fresh = _fresh_claims(session, claims, highest, inserted.rowcount, inserted.lastrowid)
+    # Every claim went in, and SQLite numbered them after the highest id in insertion order (a new
+    # row's id is one more than the largest, and the last one is ``highest + len(claims)``).
+    if inserted.rowcount <= 0:  # another sweep claimed them all first
+        return FanOut()
+    all_new = inserted.rowcount == len(claims) and inserted.lastrowid == highest + len(claims)
+    fresh = _fresh_claims(session, claims, highest, all_new)
     if not fresh:
         return FanOut()
-    if _consecutive(fresh, len(claims)):
+    if all_new:
         shape, fresh_json = _SQLITE_ALL_NEW, _json([claim.audience for claim in claims])
     else:
         shape, fresh_json = _SQLITE_SOME_NEW, _json([[claim_id, claims[index].audience] for claim_id, index in fresh])
@@ -232,24 +237,13 @@ def _claim_and_fan_out_sqlite(session: Session, claims: Sequence[PlannedClaim], 
     return FanOut(len(fresh), messages, notifications, dict(sorted(kinds.items())), fresh[0][0], fresh[-1][0])
 
 
-def _consecutive(fresh: list[tuple[int, int]], planned: int) -> bool:
-    """Every planned claim went in, the n-th with the id ``first id + n``."""
-    return (len(fresh) == planned and fresh[-1][0] - fresh[0][0] == planned - 1
-            and all(index == position for position, (_, index) in enumerate(fresh)))
-
-
-def _fresh_claims(session: Session, claims: Sequence[PlannedClaim], highest: int, inserted: int,
-                  last_id: int | None) -> list[tuple[int, int]]:
-    """(claim id, index in ``claims``) of each claim just inserted, in id order.
-
-    When every claim went in, SQLite gave them the ids after ``highest`` in insertion order
-    (a new row's id is one more than the largest, and the last one is ``highest + inserted``).
-    Otherwise some were claimed already and the new ones are read back and matched by key.
-    """
-    if inserted == len(claims) and last_id == highest + inserted:
-        return [(highest + 1 + index, index) for index in range(inserted)]
-    if inserted <= 0:
-        return []
+def _fresh_claims(session: Session, claims: Sequence[PlannedClaim], highest: int,
+                  all_new: bool) -> list[tuple[int, int]]:
+    """(claim id, index in ``claims``) of each claim just inserted, in id order: the ids after
+    ``highest`` when ``all_new``; otherwise some were claimed already, and the new ones are read
+    back and matched by key."""
+    if all_new:
+        return [(highest + 1 + index, index) for index in range(len(claims))]
     by_key = {tuple(getattr(claim, name) for name in _CLAIM_KEY): index for index, claim in enumerate(claims)}
     table = _claims_table()
     rows = session.execute(select(table.c.id, *(table.c[name] for name in _CLAIM_KEY))
