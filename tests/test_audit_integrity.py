@@ -143,13 +143,18 @@ def sealed(session):
     return session
 
 
+def _split_in_two(monkeypatch) -> None:
+    """Verify even these short chains in two processes. The test session may run threads of its
+    own (a server, an SMTP sink), which would keep verification in one: split regardless."""
+    monkeypatch.setattr(verification, "PARALLEL_FROM", 4)
+    monkeypatch.setattr(verification, "_can_fork", lambda: True)
+
+
 @pytest.fixture(params=["one_process", "two_processes"])
 def processes(request, monkeypatch):
     """Run a test with the whole chain in one process, and split between two."""
     if request.param == "two_processes":
-        monkeypatch.setattr(verification, "PARALLEL_FROM", 4)
-        # The test session may run threads of its own (a server, an SMTP sink): split regardless.
-        monkeypatch.setattr(verification, "_can_fork", lambda: True)
+        _split_in_two(monkeypatch)
     return request.param
 
 
@@ -292,8 +297,7 @@ def test_verification_in_two_processes_agrees_with_one(sealed, monkeypatch):
     _set(sealed, 22, actor="mallory@example.org")
     sealed.commit()
     one = service.verify_current(sealed)
-    monkeypatch.setattr(verification, "PARALLEL_FROM", 4)
-    monkeypatch.setattr(verification, "_can_fork", lambda: True)
+    _split_in_two(monkeypatch)
     two = service.verify_current(sealed)
     sealed.rollback()
     assert one == two and not one.ok
@@ -370,8 +374,7 @@ def test_a_process_running_other_threads_verifies_without_forking(sealed, monkey
 
 def test_a_sound_chain_verifies_the_same_in_one_process_and_two(sealed, monkeypatch):
     one = service.verify_current(sealed)
-    monkeypatch.setattr(verification, "PARALLEL_FROM", 4)
-    monkeypatch.setattr(verification, "_can_fork", lambda: True)
+    _split_in_two(monkeypatch)
     two = service.verify_current(sealed)
     sealed.rollback()
     assert one == two and one.ok and one.checkpoint_verified
