@@ -438,46 +438,6 @@ def test_record_copies_filter_values_into_details_and_refuses_contradictions(app
     assert _verify(session).ok
 
 
-#: (subject_type, details, columns, whether the database's substring tests can settle it).
-COLUMN_CASES = [
-    ("exchange", {"outcome": "deny", "protocol": "vcs-safeguarding:v2", "subgroup": "vcs-group", "to_org": "kent-cc"},
-     ("vcs-safeguarding", "vcs-group", "deny", "kent-cc"), True),
-    ("exchange", {"outcome": "deny", "to_org": "kent-cc"}, (None, None, "deny", "kent-cc"), True),
-    ("user", {}, (None, None, None, None), True),
-    ("exchange", {"nested": {"outcome": "deny"}}, (None, None, None, None), False),  # nested: parsed
-    ("exchange", {"protocol": "a:b:v2"}, ("a:b", None, None, None), True),
-    ("exchange", {"outcome": "deny"}, (None, None, None, None), False),  # a copied value blanked
-    ("exchange", {"outcome": "deny"}, (None, None, "allow", None), False),  # or changed
-    ("exchange", {}, (None, None, "deny", None), False),  # or added
-    ("exchange", {"outcome": "deny", "to_org": "kent-cc"}, (None, None, "deny", "dartford-bc"), False),
-    ("exchange", {"protocol": "a:v1:v2"}, ("a:v1", None, None, None), False),  # the code ends at the first ":v"
-    ("exchange", {"protocol": "a:v1", "n": {"protocol": "b:v1"}}, ("b", None, None, None), False),
-    ("exchange", {"outcome": 'x","y":"z'}, (None, None, 'x","y":"z', None), False),  # escaped: Python's job
-    ("exchange", {"outcome": "x", "y": "z"}, (None, None, 'x","y":"z', None), False),
-    ("exchange", {"outcome": "a\\"}, (None, None, "a\\", None), False),
-    ("exchange", {"outcome": 'a\\",'}, (None, None, "a\\", None), False),
-    ("protocol_version", {}, ("ocg", None, None, None), False),  # from the subject: Python's job
-]
-
-
-@pytest.mark.parametrize(("subject_type", "details", "columns", "settled"), COLUMN_CASES)
-def test_the_databases_filter_column_tests_pass_only_columns_that_match(app, session, subject_type, details,
-                                                                      columns, settled):
-    """The database may vouch for a row's filter columns only when they equal what its hashed
-    details say; a row it cannot vouch for goes to Python's full check, never through unchecked."""
-    from sqlalchemy import String, cast, literal, literal_column
-
-    dialect = session.get_bind().dialect.name
-    stored = canonical_json(details)  # as the details column stores them
-    names = ("subject_type", "details", "protocol", "subgroup", "outcome", "counterparty")
-    row = select(*(cast(literal(value), String(200)).label(name)
-                   for name, value in zip(names, (subject_type, stored, *columns)))).subquery("audit_events")
-    passed = session.execute(select(literal_column(indexing.columns_match_sql(dialect))).select_from(row)).scalar()
-    assert bool(passed) is settled
-    if passed:
-        assert tuple(indexing.indexed_values(subject_type, "x", details)) == columns
-
-
 # --------------------------------------------------------------------------- the commands
 
 

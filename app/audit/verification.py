@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.engine import URL
 
 from app.audit import chain
-from app.audit.indexing import columns_match_sql, indexed_values, row_columns_match
+from app.audit.indexing import indexed_values, row_columns_match
 
 #: From this many events the upper half of the chain is verified by a second process.
 PARALLEL_FROM = 100_000
@@ -45,11 +45,10 @@ class StorageProblem(enum.StrEnum):
 # --------------------------------------------------------------------------- reading rows
 
 #: The fast path's rows: ``chain.ROW_COLUMNS`` (the canonical text assembled by the database, in
-#: C, from the stored columns), then what ``indexing.row_columns_match`` reads, then whether the
-#: database's own run of its substring tests (``indexing.columns_match_sql``) already passed.
+#: C, from the stored columns), then what ``indexing.row_columns_match`` reads.
 _FAST_SELECT = (
-    "seq, prev_hash, hash, mac, {text}, subject_type, subject_id, protocol, subgroup, outcome, counterparty,"
-    " {match} FROM audit_events WHERE seq > {after} AND seq <= {upto} ORDER BY seq"
+    "seq, prev_hash, hash, mac, {text}, subject_type, subject_id, protocol, subgroup, outcome, counterparty"
+    " FROM audit_events WHERE seq > {after} AND seq <= {upto} ORDER BY seq"
 )
 _SQLITE_TEXT = (
     "'{\"action\":' || json_quote(action) || ',\"actor\":' || json_quote(actor)"
@@ -74,15 +73,25 @@ def _pg_json_string(column: str, nullable: bool = True) -> str:
     return f"COALESCE({value}, 'null')" if nullable else value
 
 
-_PG_TEXT = (
-    "'{\"action\":' || " + _pg_json_string("action", nullable=False) + " || ',\"actor\":' || "
-    + _pg_json_string("actor") + " || ',\"details\":' || details::text || ',\"occurred_at\":\"' || "
-    "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') || "
-    "'\",\"organisation\":' || " + _pg_json_string("organisation") + " || ',\"prev_hash\":\"' || prev_hash || "
-    "'\",\"seq\":' || seq || ',\"subject_id\":' || " + _pg_json_string("subject_id") + " || "
-    "',\"subject_type\":' || " + _pg_json_string("subject_type") + " || ',\"v\":1}'"
-)
-_FAST_FIELDS = 12
+def _pg_concatenation(parts: list[str]) -> str:
+    """``a || b || c ...`` nested as a balanced tree: each ``||`` copies both sides, so a chain
+    copies the growing text once per part, and a tree only about log2(parts) times."""
+    if len(parts) == 1:
+        return parts[0]
+    middle = len(parts) // 2
+    return f"({_pg_concatenation(parts[:middle])} || {_pg_concatenation(parts[middle:])})"
+
+
+_PG_TEXT = _pg_concatenation([
+    "'{\"action\":'", _pg_json_string("action", nullable=False), "',\"actor\":'", _pg_json_string("actor"),
+    "',\"details\":'", "details::text", "',\"occurred_at\":\"'",
+    "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    "'\",\"organisation\":'", _pg_json_string("organisation"), "',\"prev_hash\":\"'", "prev_hash",
+    "'\",\"seq\":'", "seq", "',\"subject_id\":'", _pg_json_string("subject_id"),
+    "',\"subject_type\":'", _pg_json_string("subject_type"), "',\"v\":1}'",
+])
+#: Fields of a fast-path COPY line.
+_FAST_FIELDS = 11
 
 #: The exact path's rows: the stored columns, the timestamp formatted by the database.
 _SELECT = (
@@ -117,14 +126,10 @@ def read_fast_rows(connection: Any, dialect: str, *, after: int, upto: int) -> I
     together by the database."""
     after, upto = int(after), int(upto)
     if dialect == "postgresql":
-        query = _FAST_SELECT.format(text=_PG_TEXT, match=f"({columns_match_sql(dialect)})::int", after=after,
-                                    upto=upto)
+        query = _FAST_SELECT.format(text=_PG_TEXT, after=after, upto=upto)
         return _postgresql_rows(connection, query, _fast_copy_row, "WITH (NULL '')")
     if dialect == "sqlite":
-        # SQLite's instr() counts characters, and the tests cost it twice what Python's do: there
-        # the database only sends the rows and Python checks every one.
-        query = _FAST_SELECT.replace(", {match}", "").format(text=_SQLITE_TEXT, after=after, upto=upto)
-        return _sqlite_rows(connection, query)
+        return _sqlite_rows(connection, _FAST_SELECT.format(text=_SQLITE_TEXT, after=after, upto=upto))
     raise ValueError(f"audit verification does not know the {dialect} database")
 
 
@@ -175,35 +180,20 @@ def _copied_lines(connection: Any, query: str, parse: Callable[[str], tuple[Any,
 
 
 def _fast_copy_row(line: str) -> tuple[Any, ...]:
-    """A fast-path line, copied with ``NULL ''``, as ``chain.ROW_COLUMNS`` and then the rest of
-    the line (the filter columns and the database's verdict on them), split only if Python must
-    check them (``_postgresql_columns_match``). No backslash unless a value holds an escape."""
-    if line.count("\t") != _FAST_FIELDS - 1:
-        raise ValueError(f"unexpected COPY line with {line.count(chr(9)) + 1} fields")
+    """A fast-path line, copied with ``NULL ''``, as ``chain.ROW_COLUMNS`` and then the columns
+    ``indexing.row_columns_match`` reads. No backslash unless a value holds an escape.
+
+    An empty text reads as NULL here. The canonical text is assembled by the database from the
+    values themselves, so that cannot hide an edit to the hashed columns; a filter column
+    holding "" is read as empty, which passes only where the details copy nothing into it."""
+    fields = line.split("\t")
+    if len(fields) != _FAST_FIELDS:
+        raise ValueError(f"unexpected COPY line with {len(fields)} fields")
     if "\\" in line:
-        values = [_COPY_ESCAPE.sub(_unescape, f) for f in line.split("\t")]
-        return (int(values[0]), *values[1:5], tuple(values[5:]))
-    seq, prev_hash, hash_, mac, text, rest = line.split("\t", 5)
-    return int(seq), prev_hash, hash_, mac, text, rest
-
-
-def _postgresql_columns_match(row: tuple[Any, ...]) -> bool:
-    """The filter columns agree with the hashed details: PostgreSQL's tests passed (the line ends
-    in 1), or Python's, which also parse what substring tests cannot settle, do."""
-    rest = row[5]
-    if type(rest) is str:
-        if rest[-1] == "1":
-            return True
-        rest = rest.split("\t")
-    # An empty text reads as NULL here; a column holding "" then fails its check, and the exact
-    # path, which reads NULL as NULL, decides.
-    subject_type, subject_id, protocol, subgroup, outcome, counterparty, _ = (value or None for value in rest)
-    return row_columns_match((*row[:5], subject_type, subject_id, protocol, subgroup, outcome, counterparty))
-
-
-def fast_row_check(dialect: str) -> Callable[[tuple[Any, ...]], bool]:
-    """How ``chain.verify_rows`` checks the filter columns of ``read_fast_rows``' rows."""
-    return _postgresql_columns_match if dialect == "postgresql" else row_columns_match
+        fields = [_COPY_ESCAPE.sub(_unescape, field) for field in fields]
+    seq, prev_hash, hash_, mac, text, subject_type, subject_id, protocol, subgroup, outcome, counterparty = fields
+    return (int(seq), prev_hash, hash_, mac, text, subject_type or None, subject_id or None, protocol or None,
+            subgroup or None, outcome or None, counterparty or None)
 
 
 def _copy_row(line: str) -> tuple[Any, ...]:
@@ -295,7 +285,7 @@ def fast_report(
     if not parallel or head_seq < PARALLEL_FROM or database.address is None or not _can_fork():
         rows = read_fast_rows(connection, dialect, after=0, upto=head_seq)
         return chain.verify_rows(rows, key=key, checkpoint=checkpoint, public_key=public_key,
-                                 progress=progress, row_check=fast_row_check(dialect))
+                                 progress=progress, row_check=row_columns_match)
 
     if checkpoint is not None and public_key is None:
         raise ValueError("a checkpoint can only be trusted with the public key that signed it")
@@ -313,7 +303,7 @@ def fast_report(
         gc.unfreeze()
     sender.close()
     try:
-        lower = _segment(read_fast_rows(connection, dialect, after=0, upto=middle), dialect, key=key,
+        lower = _segment(read_fast_rows(connection, dialect, after=0, upto=middle), key=key,
                          checkpoint=lower_checkpoint, public_key=public_key, progress=progress, first=True)
         try:
             status, upper = receiver.recv()
@@ -345,7 +335,7 @@ def _can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
 
 
-def _segment(rows: Iterator[tuple[Any, ...]], dialect: str, *, key: bytes | None,
+def _segment(rows: Iterator[tuple[Any, ...]], *, key: bytes | None,
              checkpoint: chain.Checkpoint | None, public_key: Ed25519PublicKey | None,
              progress: Callable[[int], None] | None, first: bool) -> _Segment | None:
     """Verify one stretch; the first starts at the genesis, a later one at its first row's
@@ -357,7 +347,7 @@ def _segment(rows: Iterator[tuple[Any, ...]], dialect: str, *, key: bytes | None
     try:
         report = chain.verify_rows(itertools.chain((head,), rows), key=key, checkpoint=checkpoint,
                                    public_key=public_key, start_after=(anchor_seq, anchor_hash),
-                                   progress=progress, row_check=fast_row_check(dialect))
+                                   progress=progress, row_check=row_columns_match)
     except ValueError:  # a malformed anchor: the exact path will say what is wrong
         return None
     if report is None:
@@ -373,7 +363,7 @@ def _child(sender: Any, database: Database, after: int, upto: int, key: bytes | 
         connection = database.connect()
         try:
             rows = read_fast_rows(connection, database.dialect, after=after, upto=upto)
-            segment = _segment(rows, database.dialect, key=key, checkpoint=checkpoint, public_key=public_key,
+            segment = _segment(rows, key=key, checkpoint=checkpoint, public_key=public_key,
                                progress=None, first=False)
         finally:
             connection.close()
