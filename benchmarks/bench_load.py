@@ -95,27 +95,25 @@ def cpu_per_submission(before: dict[str, float], after: dict[str, float], result
 
 
 def duplicate_reminders(database_url: str) -> dict[str, object]:
-    """Outbox messages sent twice for the same claim and recipient (the reminders tables, if present)."""
+    """Reminders that reached the same address twice: a claim listed in two digests to one address."""
     from sqlalchemy import create_engine, inspect, text
 
     engine = create_engine(database_url)
     try:
-        tables = set(inspect(engine).get_table_names())
-        if "outbox_messages" not in tables:
+        if "reminder_audience_members" not in set(inspect(engine).get_table_names()):
             return {"duplicate_reminders": None}
-        columns = {c["name"] for c in inspect(engine).get_columns("outbox_messages")}
-        key = [c for c in ("claim_id", "recipient", "to_address") if c in columns]
-        if not key:
-            return {"duplicate_reminders": None}
+        told = ("SELECT c.id, o.to_address FROM outbox_messages AS o JOIN reminder_claims AS c ON c.sweep_id = o.sweep_id "
+                "JOIN reminder_audience_members AS m ON m.audience_id = c.audience_id AND m.email = o.to_address")
         with engine.connect() as connection:
             duplicates = connection.execute(text(
-                f"SELECT count(*) FROM (SELECT {', '.join(key)} FROM outbox_messages WHERE claim_id IS NOT NULL "
-                f"GROUP BY {', '.join(key)} HAVING count(*) > 1) d")).scalar()
+                f"SELECT count(*) FROM ({told}) AS t GROUP BY id, to_address HAVING count(*) > 1")).all()
             # How many there were, so that "no duplicate" is not merely "no reminder at all".
             claims = connection.execute(text("SELECT count(*) FROM reminder_claims")).scalar()
-            messages = connection.execute(text("SELECT count(*) FROM outbox_messages WHERE claim_id IS NOT NULL")
+            messages = connection.execute(text("SELECT count(*) FROM outbox_messages WHERE sweep_id IS NOT NULL")
                                           ).scalar()
-        return {"duplicate_reminders": duplicates, "reminder_claims": claims, "reminder_messages": messages}
+            listed = connection.execute(text(f"SELECT count(*) FROM ({told}) AS t")).scalar()
+        return {"duplicate_reminders": len(duplicates), "reminder_claims": claims, "reminder_messages": messages,
+                "reminders_mailed": listed}
     finally:
         engine.dispose()
 

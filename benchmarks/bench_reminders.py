@@ -10,8 +10,8 @@ Figures per size, each with its time and its SQL statements (counted with a
 ``before_cursor_execute`` listener); due dates are spread over the 90 days ahead and the month
 behind, as in a real register:
 
-- ``first_sweep``: every item is at a milestone never claimed, so every one is claimed and gets
-  its e-mails and notifications: the worst case, the first sweep after a register is loaded;
+- ``first_sweep``: every item is at a milestone never claimed, so every one is claimed and its
+  audience told: the worst case, the first sweep after a register is loaded;
 - ``next_day``: the sweep of the following day, when the items reaching a new milestone that
   day (about one in fifteen) are claimed: the daily case;
 - ``rerun``: the same day again, everything already claimed, nothing sent: every other hour;
@@ -19,14 +19,15 @@ behind, as in a real register:
   organisations in the register (each with an APD review and an ICO registration falling due).
 
 The statement counts are the point: they are the same at 1,000 and at 100,000 items, because
-providers load in bulk, the claims already made are read in one query, and the new claims,
-e-mails and notifications are written in one statement on PostgreSQL (data-modifying CTEs) and
-three on SQLite, the database making the e-mail and notification rows from claims x audience.
+providers load in bulk, the claims already made are read in one query, and the new claims, their
+audiences and one e-mail digest per address are written in a fixed number of statements
+(``app.reminders.bulk``). ``emails`` counts digests; ``notifications`` counts (reminder, user)
+pairs shown in the app, which are not rows until a user acts on one.
 
-``floor`` is what the first sweep cannot go below with this schema: the same numbers of claims,
-e-mails and notifications inserted by bare ``INSERT ... SELECT`` statements generating their
-rows in the database (no client data, no planning), with every index and foreign key in place,
-and committed. Each timed figure gives the wall time and this process's CPU time (on
+``floor`` is what the first sweep cannot go below with this schema: the same numbers of claims
+and digests inserted by bare ``INSERT ... SELECT`` statements generating their rows in the
+database (no client data, no planning), with every index and foreign key in place, and
+committed. Each timed figure gives the wall time and this process's CPU time (on
 PostgreSQL the server's work is not in the latter).
 """
 from __future__ import annotations
@@ -87,7 +88,7 @@ def _one_database(url: str, *, items: int, small: int, provider_organisations: t
             for n in (small, items):
                 figures[f"items_{n}"] = _core(session, n)
             first = figures[f"items_{items}"]["first_sweep"]
-            figures["floor"] = _floor(session, first["claimed"], first["emails"], first["notifications"])
+            figures["floor"] = _floor(session, first["claimed"], first["emails"])
             for n in provider_organisations:
                 figures[f"providers_{n}_organisations"] = _providers(session, n)
             db.session.remove()
@@ -160,9 +161,11 @@ def _generated_items(n: int):
 
 
 def _clear(session) -> None:
-    from app.reminders.models import Notification, OutboxMessage, ReminderClaim
+    from app.reminders.models import (Notification, OutboxMessage, ReminderAudience, ReminderAudienceMember,
+                                      ReminderClaim, ReminderSweep)
 
-    for model in (Notification, OutboxMessage, ReminderClaim):
+    for model in (Notification, OutboxMessage, ReminderClaim, ReminderAudienceMember, ReminderAudience,
+                  ReminderSweep):
         session.execute(delete(model))
     session.commit()
 
@@ -193,27 +196,26 @@ def _core(session, n: int) -> dict[str, object]:
     return {"first_sweep": first, "next_day": next_day, "rerun": rerun}
 
 
-def _floor(session, claims: int, emails: int, notifications: int) -> dict[str, object]:
-    """Bare inserts of the first sweep's rows, generated in the database, then committed."""
+def _floor(session, claims: int, emails: int) -> dict[str, object]:
+    """Bare inserts of the first sweep's rows (claims of one sweep and one audience, then the
+    digests), generated in the database, then committed."""
     from sqlalchemy import text
 
     postgresql = session.get_bind().dialect.name == "postgresql"
     numbers = ("generate_series(1, :n) AS g" if postgresql else
                "(WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < :n) SELECT g FROM s)")
     due_on = "DATE '2027-01-04' + (g % 120 - 30)" if postgresql else "date('2027-01-04', (g % 120 - 30) || ' days')"
-    # Each claim's n-th recipient, for as many recipients as the sweep had per claim on average.
-    per_claim = f"(SELECT c.id, g FROM reminder_claims AS c CROSS JOIN {numbers} LIMIT :rows) AS fan"
+    sweep, audience = "(SELECT max(id) FROM reminder_sweeps)", "(SELECT max(id) FROM reminder_audiences)"
     steps = {
+        "sweep": ("INSERT INTO reminder_sweeps (as_of, ran_at) VALUES (:as_of, :now)", {}),
+        "audience": ("INSERT INTO reminder_audiences (fingerprint, created_at) VALUES ('floor', :now)", {}),
         "claims": ("INSERT INTO reminder_claims (kind, subject_type, subject_id, due_on, milestone, title, escalated, "
-                   f"as_of, claimed_at) SELECT 'apd_review', 'floor', 'item-' || g, {due_on}, 'before:7', "
-                   f"'Benchmark partner: review the APD', false, :as_of, :now FROM {numbers}", {"n": claims}),
-        "emails": ("INSERT INTO outbox_messages (claim_id, to_address, status, attempts, next_attempt_at, created_at) "
-                   f"SELECT fan.id, 'dpo-' || fan.g || '@floor.example', 'pending', 0, :now, :now FROM {per_claim}",
-                   {"n": -(-emails // max(claims, 1)), "rows": emails}),
-        "notifications": ("INSERT INTO notifications (user_id, claim_id, created_at) "
-                          f"SELECT u.id, fan.id, :now FROM {per_claim} "
-                          "JOIN (SELECT id, row_number() OVER (ORDER BY id) AS g FROM users) AS u ON u.g = fan.g",
-                          {"n": -(-notifications // max(claims, 1)), "rows": notifications}),
+                   f"as_of, claimed_at, sweep_id, audience_id) SELECT 'apd_review', 'floor', 'item-' || g, {due_on}, "
+                   f"'before:7', 'Benchmark partner: review the APD', false, :as_of, :now, {sweep}, {audience} "
+                   f"FROM {numbers}", {"n": claims}),
+        "emails": ("INSERT INTO outbox_messages (sweep_id, to_address, status, attempts, next_attempt_at, created_at) "
+                   f"SELECT {sweep}, 'dpo-' || g || '@floor.example', 'pending', 0, :now, :now FROM {numbers}",
+                   {"n": emails}),
     }
     _clear(session)
     figures: dict[str, object] = {}

@@ -28,9 +28,10 @@ class Received:
     message: EmailMessage
 
     @property
-    def claim_id(self) -> int | None:
-        value = self.message["X-Accord-Claim"]
-        return int(value) if value else None
+    def claim_ids(self) -> tuple[int, ...]:
+        """The reminders the e-mail lists (a digest may list several)."""
+        value = self.message["X-Accord-Claims"]
+        return tuple(int(claim) for claim in str(value).split()) if value else ()
 
 
 class _Collector:

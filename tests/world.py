@@ -21,7 +21,7 @@ from app.clock import today, utcnow
 from app.decisions import service as decisions
 from app.registry import service as registry
 from app.reminders import service as reminders
-from app.reminders.models import Notification, ReminderClaim
+from app.reminders import bulk
 from app.transfers import service as transfers
 from app.transfers.keys import keyring_for
 
@@ -57,7 +57,7 @@ class World:
     endpoint_params: dict[str, dict[str, dict[str, object]]] = field(default_factory=dict)
     #: Role -> the id of a spare API token of that actor (theirs to revoke).
     spare_tokens: dict[str, int] = field(default_factory=dict)
-    #: Role -> the id of a notification of that actor.
+    #: Role -> the id of a reminder claim told to that actor alone (the notification routes take it).
     notifications: dict[str, int] = field(default_factory=dict)
     #: A sample transfer payload and the exchange ids it can be sent under.
     payload: bytes = b"name,date of birth\nA Person,2010-01-01\n"
@@ -65,7 +65,7 @@ class World:
     def value(self, endpoint: str, param: str, scope: str, role: str | None = None) -> object:
         if param == "token_id" and scope == "own" and role in self.spare_tokens:
             return self.spare_tokens[role]
-        if param == "notification_id" and scope == "own" and role in self.notifications:
+        if param == "claim_id" and scope == "own" and role in self.notifications:
             return self.notifications[role]
         if param in self.endpoint_params.get(endpoint, {}):
             return self.endpoint_params[endpoint][param][scope]
@@ -119,21 +119,18 @@ def build(app, session) -> World:
     other_token = tokens.create_token(session, "test", other_target, name="theirs", scopes=["read"],
                                       lifetime=timedelta(days=1), now=now, pepper=app.config["TOKEN_PEPPER"])
 
-    claim = ReminderClaim(kind="signature_renewal", subject_type="organisation", subject_id=HOME, due_on=today(),
-                          milestone="before:0", as_of=today(), title="Kent County Council's K-MISA signature")
-    session.add(claim)
-
-    def notification(user: User) -> Notification:
-        row = Notification(user=user, claim=claim)
-        session.add(row)
-        return row
-
-    own_notes = {role: notification(actor) for role, actor in actors.items()}
-    other_note = notification(other_target)
+    # A reminder told to each actor alone, and one told to someone else: the notification routes
+    # take the claim's id.
+    told = {role: bulk.claim_and_fan_out(
+        session, [bulk.PlannedClaim("signature_renewal", "organisation", f"{HOME}-{role}", today(), "before:0",
+                                    "Kent County Council's K-MISA signature", False, 0)],
+        [bulk.Audience((), (user.id,))], as_of=today(), now=now).first_claim_id
+        for role, user in {**actors, "other": other_target}.items()}
+    other_note = told.pop("other")
     # A live calendar secret of someone who is not an actor, so no actor's own revocation spoils it.
     feed_secret = reminders.create_feed_token(session, dartford_dpo, now=now, pepper=app.config["TOKEN_PEPPER"])
     session.flush()
-    world.notifications = {role: row.id for role, row in own_notes.items()}
+    world.notifications = told
 
     def recorded_event(exchange_id: int) -> int:
         return session.scalar(select(AuditEvent.seq).where(AuditEvent.action == "exchange.recorded",
@@ -149,7 +146,7 @@ def build(app, session) -> World:
         "user_id": {"own": own_target.id, "other": other_target.id},
         "signature_id": {"own": own_org.signatures[0].id, "other": other_org.signatures[0].id},
         "token_id": {"own": None, "other": other_token.token.id},
-        "notification_id": {"own": None, "other": other_note.id},
+        "claim_id": {"own": None, "other": other_note},
         "token": {"own": feed_secret, "other": feed_secret},
         "filename": {"own": "favicon.svg", "other": "favicon.svg"},
         "version": {"own": 2, "other": 1},

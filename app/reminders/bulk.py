@@ -1,18 +1,23 @@
-"""Claiming a sweep's reminders and queueing what they send, in a fixed number of statements.
+"""Claiming a sweep's reminders and queueing their e-mail digests, in a fixed number of statements.
 
-A first sweep over a large register claims a hundred thousand milestones and queues twice as
-many e-mails and more notifications. ``executemany`` and SQLAlchemy's batched inserts send
-one statement per row or per page of rows, and building a row object per recipient in Python
-costs more than the database's own work. Here the claims travel once, as arrays (PostgreSQL,
-``unnest``) or one JSON parameter (SQLite, ``json_each``), with the few distinct audiences
-(who is told of a claim) beside them, and the database makes the e-mail and notification rows
-itself from claims x audience members. Dates and times are bound with their columns' types, so
-what lands in the tables is exactly what the ORM would write (on SQLite, datetimes as
-``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC, which sort and compare with the rows the ORM writes).
+A first sweep over a large register claims a hundred thousand milestones. Each claim names its
+audience (the addresses e-mailed, the users shown it in the app), and reminders about the same
+organisations share one, so a sweep of any size has a few hundred audiences. What the sweep
+writes is one row per claim and one e-mail digest per address told of anything: a user's
+notifications are the claims of the audiences they belong to, with a row of their own only once
+they acknowledge or snooze one. Writing a row per recipient per claim instead (four rows a
+claim) cost a first sweep more than three seconds on PostgreSQL in index and foreign-key upkeep
+alone.
+
+The claims travel once, as arrays (PostgreSQL, ``unnest``) or one JSON parameter (SQLite,
+``json_each``). Dates and times are bound with their columns' types, so what lands in the
+tables is exactly what the ORM would write (on SQLite, datetimes as ``YYYY-MM-DD
+HH:MM:SS.ffffff`` in UTC, which sort and compare with the rows the ORM writes).
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -20,21 +25,14 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, bindparam, select, text
+from sqlalchemy import bindparam, insert, text
 from sqlalchemy.orm import Session
 
-
-def _stored_date(column, dialect) -> Callable[[date], str]:
-    """How SQLite stores a date in ``column`` (its type's own bind processing), remembered: a
-    sweep's hundred thousand claims fall due on a few hundred days."""
-    return functools.cache(column.type.dialect_impl(dialect).bind_processor(dialect))
-
-
-# --- claiming a sweep's reminders and fanning them out to their recipients ---------------------
+from app.reminders.models import OutboxMessage, ReminderAudience, ReminderClaim, ReminderSweep
 
 
 class PlannedClaim(NamedTuple):
-    """One reminder to claim, and the index of its audience in the sweep's audience lists
+    """One reminder to claim, and the index of its audience in the sweep's audience list
     (a tuple: a large sweep makes a hundred thousand of them)."""
 
     kind: str
@@ -47,21 +45,38 @@ class PlannedClaim(NamedTuple):
     audience: int
 
 
+def fingerprint(emails: Sequence[str], user_ids: Sequence[int]) -> str:
+    """What identifies an audience: the SHA-256 of its members in order (migration 0008 copies it)."""
+    members = json.dumps({"emails": list(emails), "users": list(user_ids)}, separators=(",", ":"))
+    return hashlib.sha256(members.encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Audience:
-    """Who hears of a claim: the addresses it is e-mailed to and the users who see it in the app.
-
-    Items about the same organisations share one audience, so a sweep sends a few hundred of
-    them to the database however many reminders it claims.
-    """
+    """Who hears of a claim: the addresses it is e-mailed to and the users who see it in the app."""
 
     emails: tuple[str, ...]
     user_ids: tuple[int, ...]
 
+    def __post_init__(self) -> None:
+        # One digest per address: an address twice in an audience would list its reminders twice.
+        object.__setattr__(self, "emails", tuple(dict.fromkeys(self.emails)))
+        object.__setattr__(self, "user_ids", tuple(dict.fromkeys(self.user_ids)))
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.emails, self.user_ids)
+
+    def members(self) -> list[tuple[int, str | None, int | None]]:
+        """(position, email, user id) of each member, addresses first."""
+        return ([(position, email, None) for position, email in enumerate(self.emails)]
+                + [(len(self.emails) + position, None, user) for position, user in enumerate(self.user_ids)])
+
 
 @dataclass(frozen=True)
 class FanOut:
-    """What a sweep wrote: claims (those another sweep had not claimed first), e-mails, notifications."""
+    """What a sweep wrote: claims (those another sweep had not claimed first), e-mail digests, and
+    how many (reminder, user) notifications those claims show in the app."""
 
     claimed: int = 0
     messages: int = 0
@@ -69,39 +84,36 @@ class FanOut:
     kinds: dict[str, int] = field(default_factory=dict)
     first_claim_id: int | None = None
     last_claim_id: int | None = None
+    sweep_id: int | None = None
 
 
 _CLAIM_KEY = ("kind", "subject_type", "subject_id", "due_on", "milestone")
-#: PostgreSQL's working memory for the sweep's statement: enough for 100,000 claims in memory.
+#: PostgreSQL's working memory for the claims statement: enough for 100,000 claims in memory.
 SWEEP_WORK_MEM = "64MB"
 
 
 def claim_and_fan_out(session: Session, claims: Sequence[PlannedClaim], audiences: Sequence[Audience], *,
                       as_of: date, now: datetime) -> FanOut:
-    """Claim ``claims`` (in their order) and queue an e-mail and a notification for every member
-    of each new claim's audience, in a number of statements that does not depend on how many.
+    """Claim ``claims`` (in their order) for a new sweep and queue one e-mail digest for every
+    address told of a claim it made, in a number of statements that does not depend on how many.
 
-    The e-mails and notifications are made in the database from the claims and the audiences
-    (claims x members), rather than sent there one row per recipient: a first sweep over a
-    large register writes twice as many messages as claims. A claim that is already there
-    (another sweep made it first) is skipped with everything it would have sent.
+    A claim that is already there (another sweep made it first) is skipped with everything it
+    would have sent; a digest lists only the claims its own sweep made.
     """
     if not claims:
         return FanOut()
     if now.tzinfo is not None:
         now = now.astimezone(timezone.utc)  # SQLite keeps naive UTC text, as the ORM writes it
     dialect = session.get_bind().dialect.name
+    if dialect not in ("postgresql", "sqlite"):  # pragma: no cover - only the two supported databases
+        raise NotImplementedError(dialect)
+    sweep_id = session.execute(insert(ReminderSweep).values(as_of=as_of, ran_at=now)
+                               .returning(ReminderSweep.id)).scalar_one()
     if dialect == "postgresql":
-        return _claim_and_fan_out_postgresql(session, claims, audiences, as_of=as_of, now=now)
-    if dialect == "sqlite":
-        return _claim_and_fan_out_sqlite(session, claims, audiences, as_of=as_of, now=now)
-    raise NotImplementedError(dialect)  # pragma: no cover - only the two supported databases
-
-
-def _claims_table() -> Table:
-    from app.reminders.models import ReminderClaim
-
-    return ReminderClaim.__table__
+        audience_ids = _postgresql_audience_ids(session, audiences, now)
+        return _postgresql_claims(session, claims, audience_ids, sweep_id=sweep_id, as_of=as_of, now=now)
+    audience_ids = _sqlite_audience_ids(session, audiences, now)
+    return _sqlite_claims(session, claims, audiences, audience_ids, sweep_id=sweep_id, as_of=as_of, now=now)
 
 
 def _typed(statement, names_to_columns: Mapping[str, Any]):
@@ -109,146 +121,188 @@ def _typed(statement, names_to_columns: Mapping[str, Any]):
     return statement.bindparams(*(bindparam(name, type_=column.type) for name, column in names_to_columns.items()))
 
 
-# PostgreSQL: one statement. The claims arrive as arrays (one per column) that ``unnest`` turns
-# into rows; data-modifying CTEs insert the claims, then the e-mails and notifications of the
-# claims actually inserted (RETURNING), and the final SELECT counts what was written.
-_POSTGRESQL_FAN_OUT = """
+def _member_arrays(audiences: Sequence[Audience]) -> dict[str, list[Any]]:
+    """Every audience's members as parallel lists, each naming its audience by index from 1."""
+    arrays: dict[str, list[Any]] = {"member_audience": [], "member_position": [], "member_email": [],
+                                    "member_user": []}
+    for index, audience in enumerate(audiences, start=1):
+        for position, email, user_id in audience.members():
+            arrays["member_audience"].append(index)
+            arrays["member_position"].append(position)
+            arrays["member_email"].append(email)
+            arrays["member_user"].append(user_id)
+    return arrays
+
+
+# PostgreSQL, audiences: one statement. An audience seen before is found by its fingerprint (the
+# no-op update returns it, also when a concurrent sweep has just inserted it); a new one gets its
+# members. ``xmax = 0`` is how PostgreSQL tells a row it inserted from one it updated.
+_POSTGRESQL_AUDIENCES = """
 WITH planned AS (
-    SELECT * FROM unnest(CAST(:kind AS text[]), CAST(:subject_type AS text[]), CAST(:subject_id AS text[]),
-                         CAST(:due_on AS date[]), CAST(:milestone AS text[]), CAST(:title AS text[]),
-                         CAST(:escalated AS boolean[]), CAST(:audience AS integer[]))
-        WITH ORDINALITY AS p(kind, subject_type, subject_id, due_on, milestone, title, escalated, audience, position)
-), claimed AS (
-    INSERT INTO reminder_claims (kind, subject_type, subject_id, due_on, milestone, title, escalated, as_of, claimed_at)
-    SELECT kind, subject_type, subject_id, due_on, milestone, title, escalated, :as_of, :now
-    FROM planned ORDER BY position
-    ON CONFLICT (kind, subject_type, subject_id, due_on, milestone) DO NOTHING
-    RETURNING id, kind, subject_type, subject_id, due_on, milestone
-), fresh AS (
-    SELECT claimed.id, claimed.kind, planned.audience
-    FROM claimed JOIN planned USING (kind, subject_type, subject_id, due_on, milestone)
-), emails AS (
-    INSERT INTO outbox_messages (claim_id, to_address, status, attempts, next_attempt_at, created_at)
-    SELECT fresh.id, member.address, 'pending', 0, :now, :now
-    FROM fresh JOIN unnest(CAST(:email_audience AS integer[]), CAST(:email_address AS text[]))
-        AS member(audience, address) USING (audience)
-    ORDER BY fresh.id
-    RETURNING 1
-), notes AS (
-    INSERT INTO notifications (user_id, claim_id, created_at)
-    SELECT member.user_id, fresh.id, :now
-    FROM fresh JOIN unnest(CAST(:user_audience AS integer[]), CAST(:user_id AS integer[]))
-        AS member(audience, user_id) USING (audience)
-    ORDER BY fresh.id
+    SELECT * FROM unnest(CAST(:fingerprint AS text[])) WITH ORDINALITY AS p(fingerprint, position)
+), upserted AS (
+    INSERT INTO reminder_audiences (fingerprint, created_at)
+    SELECT fingerprint, :now FROM planned ORDER BY position
+    ON CONFLICT (fingerprint) DO UPDATE SET fingerprint = EXCLUDED.fingerprint
+    RETURNING id, fingerprint, (xmax = 0) AS inserted
+), members AS (
+    INSERT INTO reminder_audience_members (audience_id, position, email, user_id)
+    SELECT upserted.id, m.position, m.email, m.user_id
+    FROM upserted JOIN planned USING (fingerprint)
+    JOIN unnest(CAST(:member_audience AS integer[]), CAST(:member_position AS integer[]),
+                CAST(:member_email AS text[]), CAST(:member_user AS integer[]))
+        AS m(audience, position, email, user_id) ON m.audience = planned.position
+    WHERE upserted.inserted
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM emails), (SELECT count(*) FROM notes),
-       (SELECT min(id) FROM fresh), (SELECT max(id) FROM fresh),
-       (SELECT json_object_agg(kind, n) FROM (SELECT kind, count(*) AS n FROM fresh GROUP BY kind) AS k)
+SELECT upserted.id FROM planned JOIN upserted USING (fingerprint) ORDER BY planned.position
 """
 
 
-def _claim_and_fan_out_postgresql(session: Session, claims: Sequence[PlannedClaim], audiences: Sequence[Audience],
-                                  *, as_of: date, now: datetime) -> FanOut:
-    table = _claims_table()
+def _postgresql_audience_ids(session: Session, audiences: Sequence[Audience], now: datetime) -> list[int]:
+    unique, index_of = _unique(audiences)
+    params = {"fingerprint": [a.fingerprint for a in unique], "now": now, **_member_arrays(unique)}
+    statement = _typed(text(_POSTGRESQL_AUDIENCES), {"now": ReminderAudience.__table__.c.created_at})
+    ids = list(session.execute(statement, params).scalars())
+    return [ids[index] for index in index_of]
+
+
+def _unique(audiences: Sequence[Audience]) -> tuple[list[Audience], list[int]]:
+    """The distinct audiences (two recipient lists may name the same people), and for each of
+    ``audiences`` the index of its own among them."""
+    position: dict[str, int] = {}
+    unique: list[Audience] = []
+    index_of = []
+    for audience in audiences:
+        key = audience.fingerprint
+        if key not in position:
+            position[key] = len(unique)
+            unique.append(audience)
+        index_of.append(position[key])
+    return unique, index_of
+
+
+# PostgreSQL, claims: one statement. The claims arrive as arrays (one per column) that ``unnest``
+# turns into rows; the claims actually inserted (RETURNING) are counted per audience, and each
+# address of those audiences gets one digest.
+_POSTGRESQL_CLAIMS = """
+WITH planned AS (
+    SELECT * FROM unnest(CAST(:kind AS text[]), CAST(:subject_type AS text[]), CAST(:subject_id AS text[]),
+                         CAST(:due_on AS date[]), CAST(:milestone AS text[]), CAST(:title AS text[]),
+                         CAST(:escalated AS boolean[]), CAST(:audience_id AS integer[]))
+        WITH ORDINALITY AS p(kind, subject_type, subject_id, due_on, milestone, title, escalated, audience_id, position)
+), claimed AS (
+    INSERT INTO reminder_claims (kind, subject_type, subject_id, due_on, milestone, title, escalated, as_of,
+                                 claimed_at, sweep_id, audience_id)
+    SELECT kind, subject_type, subject_id, due_on, milestone, title, escalated, :as_of, :now, :sweep_id, audience_id
+    FROM planned ORDER BY position
+    ON CONFLICT (kind, subject_type, subject_id, due_on, milestone) DO NOTHING
+    RETURNING id, kind, audience_id
+), per_audience AS (
+    SELECT audience_id, count(*) AS claims FROM claimed GROUP BY audience_id
+), told AS (
+    SELECT member.email, member.user_id, per_audience.claims
+    FROM per_audience JOIN reminder_audience_members AS member USING (audience_id)
+), digests AS (
+    INSERT INTO outbox_messages (sweep_id, to_address, status, attempts, next_attempt_at, created_at)
+    SELECT :sweep_id, email, 'pending', 0, :now, :now
+    FROM (SELECT DISTINCT email FROM told WHERE email IS NOT NULL) AS address ORDER BY email
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM claimed), (SELECT count(*) FROM digests),
+       (SELECT coalesce(sum(claims), 0) FROM told WHERE user_id IS NOT NULL),
+       (SELECT min(id) FROM claimed), (SELECT max(id) FROM claimed),
+       (SELECT json_object_agg(kind, n) FROM (SELECT kind, count(*) AS n FROM claimed GROUP BY kind) AS k)
+"""
+
+
+def _postgresql_claims(session: Session, claims: Sequence[PlannedClaim], audience_ids: Sequence[int], *,
+                       sweep_id: int, as_of: date, now: datetime) -> FanOut:
+    table = ReminderClaim.__table__
     params: dict[str, Any] = {name: [getattr(claim, name) for claim in claims]
-                              for name in (*_CLAIM_KEY, "title", "escalated", "audience")}
-    params["email_audience"], params["email_address"] = _members(audiences, "emails")
-    params["user_audience"], params["user_id"] = _members(audiences, "user_ids")
-    params.update(as_of=as_of, now=now)
-    # The statement sorts, joins and keeps (RETURNING) a row per claim; with the default 4 MB
-    # it spills all of that to disk for a large sweep. Until the transaction ends only.
+                              for name in (*_CLAIM_KEY, "title", "escalated")}
+    params["audience_id"] = [audience_ids[claim.audience] for claim in claims]
+    params.update(as_of=as_of, now=now, sweep_id=sweep_id)
+    # The statement keeps (RETURNING) and groups a row per claim; with the default 4 MB it spills
+    # that to disk for a large sweep. Until the transaction ends only.
     session.execute(text("SELECT set_config('work_mem', :work_mem, true)"), {"work_mem": SWEEP_WORK_MEM})
-    statement = _typed(text(_POSTGRESQL_FAN_OUT), {"as_of": table.c.as_of, "now": table.c.claimed_at})
+    statement = _typed(text(_POSTGRESQL_CLAIMS), {"as_of": table.c.as_of, "now": table.c.claimed_at})
     claimed, messages, notifications, first, last, kinds = session.execute(statement, params).one()
-    return FanOut(claimed, messages, notifications, dict(sorted((kinds or {}).items())), first, last)
+    return FanOut(claimed, messages, int(notifications), dict(sorted((kinds or {}).items())), first, last,
+                  sweep_id)
 
 
-def _members(audiences: Sequence[Audience], attribute: str) -> tuple[list[int], list[Any]]:
-    """Two parallel lists, (audience index, member), flattening every audience's ``attribute``."""
-    indexes: list[int] = []
-    members: list[Any] = []
-    for index, audience in enumerate(audiences):
-        for member in getattr(audience, attribute):
-            indexes.append(index)
-            members.append(member)
-    return indexes, members
+# SQLite has no data-modifying CTEs, and the transaction already holds the database's write lock
+# (BEGIN IMMEDIATE), so the steps are separate statements, none of them one per row.
 
 
-# SQLite has no data-modifying CTEs, and the transaction already holds the database's write
-# lock (BEGIN IMMEDIATE), so: note the highest claim id, insert the claims in order, and the
-# new ones are the rows above it. Each new claim's audience is matched in the database: CROSS
-# JOIN keeps the claims as the outer loop (SQLite indexes the small audience table on the fly)
-# instead of reading every claim again for every member.
-_SQLITE_MEMBERS = ("WITH member(audience, value) AS MATERIALIZED ("
-                   "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:members)) "
-                   "SELECT {claim_id} AS claim_id, member.value AS member "
-                   "FROM json_each(:fresh) AS claim CROSS JOIN member ON member.audience = {audience}")
-#: How the new claims are sent: when every claim went in, their ids are consecutive and only
-#: each one's audience travels (the n-th is ``first_id + n``); otherwise (id, audience) pairs.
-_SQLITE_ALL_NEW = {"claim_id": ":first_id + claim.key", "audience": "claim.value"}
-_SQLITE_SOME_NEW = {"claim_id": "json_extract(claim.value, '$[0]')", "audience": "json_extract(claim.value, '$[1]')"}
+def _sqlite_audience_ids(session: Session, audiences: Sequence[Audience], now: datetime) -> list[int]:
+    """Insert the audiences not seen before, with their members; the id of each of ``audiences``.
+    Holding the write lock, the new ones are those numbered above the highest id before."""
+    unique, index_of = _unique(audiences)
+    fingerprints = _json([audience.fingerprint for audience in unique])
+    highest = session.execute(text("SELECT coalesce(max(id), 0) FROM reminder_audiences")).scalar_one()
+    session.execute(_typed(text(
+        "INSERT INTO reminder_audiences (fingerprint, created_at) SELECT value, :now FROM json_each(:fingerprints) "
+        "WHERE true ORDER BY key ON CONFLICT (fingerprint) DO NOTHING"),
+        {"now": ReminderAudience.__table__.c.created_at}), {"fingerprints": fingerprints, "now": now})
+    found = dict(session.execute(text(
+        "SELECT fingerprint, id FROM reminder_audiences WHERE fingerprint IN (SELECT value FROM json_each(:f))"),
+        {"f": fingerprints}).all())
+    ids = [found[audience.fingerprint] for audience in unique]
+    members = [[audience_id, position, email, user_id]
+               for audience_id, audience in zip(ids, unique) if audience_id > highest
+               for position, email, user_id in audience.members()]
+    if members:
+        session.execute(text(
+            "INSERT INTO reminder_audience_members (audience_id, position, email, user_id) "
+            "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
+            "json_extract(value, '$[3]') FROM json_each(:members)"), {"members": _json(members)})
+    return [ids[index] for index in index_of]
 
 
-def _claim_and_fan_out_sqlite(session: Session, claims: Sequence[PlannedClaim], audiences: Sequence[Audience],
-                              *, as_of: date, now: datetime) -> FanOut:
-    from app.reminders.models import Notification, OutboxMessage
+def _stored_date(column, dialect) -> Callable[[date], str]:
+    """How SQLite stores a date in ``column`` (its type's own bind processing), remembered: a
+    sweep's hundred thousand claims fall due on a few hundred days."""
+    return functools.cache(column.type.dialect_impl(dialect).bind_processor(dialect))
 
-    table = _claims_table()
+
+def _sqlite_claims(session: Session, claims: Sequence[PlannedClaim], audiences: Sequence[Audience],
+                   audience_ids: Sequence[int], *, sweep_id: int, as_of: date, now: datetime) -> FanOut:
+    table = ReminderClaim.__table__
     dialect = session.get_bind().dialect
-    highest = session.execute(text("SELECT coalesce(max(id), 0) FROM reminder_claims")).scalar_one()
-    # Each claim is a tuple, so it goes as a JSON array as it is (in PlannedClaim's field order,
-    # which the SELECT below follows); its due date as SQLite stores dates, true and false as 1 and 0.
-    payload = json.dumps(claims, separators=(",", ":"), default=_stored_date(table.c.due_on, dialect))
-    inserted = session.execute(_typed(text(
+    # Each claim goes as a JSON array in PlannedClaim's field order, which the SELECT below
+    # follows, its audience index replaced by the audience's id; dates as SQLite stores them.
+    rows = [(*claim[:7], audience_ids[claim.audience]) for claim in claims]
+    payload = json.dumps(rows, separators=(",", ":"), default=_stored_date(table.c.due_on, dialect))
+    session.execute(_typed(text(
         "INSERT INTO reminder_claims (kind, subject_type, subject_id, due_on, milestone, title, escalated, as_of, "
-        "claimed_at) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
-        "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), "
-        "json_extract(value, '$[6]'), :as_of, :now FROM json_each(:rows) WHERE true ORDER BY key "
+        "claimed_at, sweep_id, audience_id) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+        "json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'), "
+        "json_extract(value, '$[5]'), json_extract(value, '$[6]'), :as_of, :now, :sweep_id, "
+        "json_extract(value, '$[7]') FROM json_each(:rows) WHERE true ORDER BY key "
         "ON CONFLICT (kind, subject_type, subject_id, due_on, milestone) DO NOTHING"),
         {"as_of": table.c.as_of, "now": table.c.claimed_at}),
-        {"rows": payload, "as_of": as_of, "now": now})
-    # Every claim went in, and SQLite numbered them after the highest id in insertion order (a new
-    # row's id is one more than the largest, and the last one is ``highest + len(claims)``).
-    if inserted.rowcount <= 0:  # another sweep claimed them all first
-        return FanOut()
-    all_new = inserted.rowcount == len(claims) and inserted.lastrowid == highest + len(claims)
-    fresh = _fresh_claims(session, claims, highest, all_new)
-    if not fresh:
-        return FanOut()
-    if all_new:
-        shape, fresh_json = _SQLITE_ALL_NEW, _json([claim.audience for claim in claims])
-    else:
-        shape, fresh_json = _SQLITE_SOME_NEW, _json([[claim_id, claims[index].audience] for claim_id, index in fresh])
-    members = _SQLITE_MEMBERS.format(**shape)
-    emails, users = _members(audiences, "emails"), _members(audiences, "user_ids")
-    shared = {"fresh": fresh_json, "now": now, "first_id": fresh[0][0]}
+        {"rows": payload, "as_of": as_of, "now": now, "sweep_id": sweep_id})
+    groups = session.execute(text(
+        "SELECT kind, audience_id, count(*), min(id), max(id) FROM reminder_claims WHERE sweep_id = :sweep "
+        "GROUP BY kind, audience_id"), {"sweep": sweep_id}).all()
+    if not groups:  # another sweep claimed them all first
+        return FanOut(sweep_id=sweep_id)
     messages = session.execute(_typed(text(
-        "INSERT INTO outbox_messages (claim_id, to_address, status, attempts, next_attempt_at, created_at) "
-        f"SELECT claim_id, member, 'pending', 0, :now, :now FROM ({members}) WHERE true"),  # nosec B608 - constants, values are bound
-        {"now": OutboxMessage.__table__.c.created_at}),
-        {**shared, "members": _json(list(zip(*emails)))}).rowcount
-    notifications = session.execute(_typed(text(
-        "INSERT INTO notifications (user_id, claim_id, created_at) "
-        f"SELECT member, claim_id, :now FROM ({members}) WHERE true"),  # nosec B608 - constants, values are bound
-        {"now": Notification.__table__.c.created_at}),
-        {**shared, "members": _json(list(zip(*users)))}).rowcount
-    kinds = Counter(claims[index].kind for _, index in fresh)
-    return FanOut(len(fresh), messages, notifications, dict(sorted(kinds.items())), fresh[0][0], fresh[-1][0])
-
-
-def _fresh_claims(session: Session, claims: Sequence[PlannedClaim], highest: int,
-                  all_new: bool) -> list[tuple[int, int]]:
-    """(claim id, index in ``claims``) of each claim just inserted, in id order: the ids after
-    ``highest`` when ``all_new``; otherwise some were claimed already, and the new ones are read
-    back and matched by key."""
-    if all_new:
-        return [(highest + 1 + index, index) for index in range(len(claims))]
-    by_key = {tuple(getattr(claim, name) for name in _CLAIM_KEY): index for index, claim in enumerate(claims)}
-    table = _claims_table()
-    rows = session.execute(select(table.c.id, *(table.c[name] for name in _CLAIM_KEY))
-                           .where(table.c.id > highest).order_by(table.c.id))
-    return [(row[0], by_key[tuple(row[1:])]) for row in rows if tuple(row[1:]) in by_key]
+        "INSERT INTO outbox_messages (sweep_id, to_address, status, attempts, next_attempt_at, created_at) "
+        "SELECT :sweep, email, 'pending', 0, :now, :now FROM (SELECT DISTINCT email FROM reminder_audience_members "
+        "WHERE email IS NOT NULL AND audience_id IN (SELECT DISTINCT audience_id FROM reminder_claims "
+        "WHERE sweep_id = :sweep)) ORDER BY email"), {"now": OutboxMessage.__table__.c.created_at}),
+        {"sweep": sweep_id, "now": now}).rowcount
+    users = {audience_id: len(audience.user_ids) for audience_id, audience in zip(audience_ids, audiences)}
+    kinds: Counter[str] = Counter()
+    notifications = 0
+    for kind, audience_id, count, _, _ in groups:
+        kinds[kind] += count
+        notifications += count * users[audience_id]
+    return FanOut(sum(kinds.values()), messages, notifications, dict(sorted(kinds.items())),
+                  min(group[3] for group in groups), max(group[4] for group in groups), sweep_id)
 
 
 def _json(value: Any) -> str:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from sqlalchemy import Date, DateTime, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -12,12 +12,50 @@ from app.clock import utcnow
 from app.extensions import db
 
 
+class ReminderSweep(db.Model):
+    """One run of the sweep that claimed something: its digests list the claims it made."""
+
+    __tablename__ = "reminder_sweeps"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: The day the sweep was run for.
+    as_of: Mapped[date] = mapped_column(Date)
+    ran_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReminderAudience(db.Model):
+    """Who is told of a reminder: addresses e-mailed and users shown it in the app, kept as they
+    were when it was claimed. Reminders about the same organisations share one audience, so a
+    register of any size has a few hundred of them; ``fingerprint`` (SHA-256 of the members)
+    finds the one a new reminder shares."""
+
+    __tablename__ = "reminder_audiences"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    members: Mapped[list["ReminderAudienceMember"]] = relationship(order_by="ReminderAudienceMember.position")
+
+
+class ReminderAudienceMember(db.Model):
+    """An address to e-mail, or a user to notify in the app (one or the other)."""
+
+    __tablename__ = "reminder_audience_members"
+
+    audience_id: Mapped[int] = mapped_column(ForeignKey("reminder_audiences.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[Optional[str]] = mapped_column(String(254))
+    user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+
+
 class ReminderClaim(db.Model):
     """One milestone of one due item, claimed before anything about it is sent.
 
     The unique constraint is what makes a reminder go out exactly once: reruns, misfires, two
-    schedulers and downtime all try to insert the same row, and only one insert succeeds. The
-    outbox messages and notifications it produces are written in the same transaction.
+    schedulers and downtime all try to insert the same row, and only one insert succeeds. Its
+    audience says who is told; the e-mail digests that tell them are written in the same
+    transaction, and the users of the audience see it in the app until they acknowledge it.
     """
 
     __tablename__ = "reminder_claims"
@@ -35,10 +73,18 @@ class ReminderClaim(db.Model):
     #: Whether the CSP chair's organisation was told too (the item was overdue).
     escalated: Mapped[bool] = mapped_column(default=False)
     claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sweep_id: Mapped[Optional[int]] = mapped_column(ForeignKey("reminder_sweeps.id"), index=True)
+    audience_id: Mapped[Optional[int]] = mapped_column(ForeignKey("reminder_audiences.id"), index=True)
+
+    audience: Mapped[Optional[ReminderAudience]] = relationship()
 
     # Named explicitly: the conventional name is 64 characters, one more than PostgreSQL keeps.
     __table_args__ = (UniqueConstraint("kind", "subject_type", "subject_id", "due_on", "milestone",
                                        name="uq_reminder_claims_milestone"),)
+
+    @property
+    def is_overdue(self) -> bool:
+        return self.due_on < self.as_of
 
 
 class OutboxMessage(db.Model):
@@ -51,10 +97,13 @@ class OutboxMessage(db.Model):
     __tablename__ = "outbox_messages"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    #: The reminder this e-mail tells of; its subject and body are written from the claim when sent.
+    #: A digest: the reminders this sweep claimed that ``to_address`` is told of, in one e-mail,
+    #: written from the claims when sent (``outbox.load_digests``).
+    sweep_id: Mapped[Optional[int]] = mapped_column(ForeignKey("reminder_sweeps.id"), index=True)
+    #: The one reminder this e-mail tells of (written before digests); its text comes from the claim.
     claim_id: Mapped[Optional[int]] = mapped_column(ForeignKey("reminder_claims.id"), index=True)
     to_address: Mapped[str] = mapped_column(String(254))
-    #: Subject and body of any other e-mail (none for a reminder: the claim holds what it says).
+    #: Subject and body of any other e-mail (none for reminders: their claims hold what they say).
     subject: Mapped[Optional[str]] = mapped_column(String(300))
     body: Mapped[Optional[str]] = mapped_column(Text)
     #: ``pending`` until sent; ``failed`` after a permanent refusal or too many attempts.
@@ -71,15 +120,29 @@ class OutboxMessage(db.Model):
 
     __table_args__ = (Index("ix_outbox_messages_status_next_attempt_at", "status", "next_attempt_at"),)
 
+    #: A digest's reminders (a ``Digest``), set by ``outbox.load_digests``; not a column.
+    digest = None
+
     def content(self) -> tuple[str, str]:
         """The subject and body to send."""
+        from app.reminders.text import digest_text, reminder_text
+
         if self.subject is not None and self.body is not None:
             return self.subject, self.body
+        if self.sweep_id is not None:
+            if self.digest is None:
+                raise ValueError(f"outbox message {self.id} is a digest: load it with outbox.load_digests")
+            return digest_text(self.digest)
         if self.claim is None:
             raise ValueError(f"outbox message {self.id} has neither text nor a reminder")
-        from app.reminders.text import reminder_text
-
         return reminder_text(self.claim)
+
+    @property
+    def claim_ids(self) -> tuple[int, ...]:
+        """The reminders this e-mail lists (a digest's first ``text.DIGEST_LISTED``)."""
+        if self.digest is not None:
+            return tuple(claim.id for claim in self.digest.claims)
+        return () if self.claim_id is None else (self.claim_id,)
 
     @property
     def display_subject(self) -> str:
@@ -91,10 +154,20 @@ class OutboxMessage(db.Model):
         return f"<accord-outbox-{self.id}@accord.invalid>"
 
 
-class Notification(db.Model):
-    """A reminder shown to one user in the app until acknowledged, or hidden until a snooze ends.
+class Digest(NamedTuple):
+    """The reminders of one sweep to one address: the first ones listed, and how many in all."""
 
-    What it says comes from its claim, which never changes.
+    claims: list[ReminderClaim]
+    total: int
+    overdue: int
+
+
+class Notification(db.Model):
+    """What one user did with a reminder shown in the app: acknowledged it, or snoozed it.
+
+    A reminder is shown to every user of its claim's audience; the row is made the first time
+    the user acts on it (rows made by sweeps before audiences existed stay valid). What it says
+    comes from its claim, which never changes.
     """
 
     __tablename__ = "notifications"
@@ -108,23 +181,9 @@ class Notification(db.Model):
     snoozed_until: Mapped[Optional[date]] = mapped_column(Date)
 
     user: Mapped[User] = relationship()
-    claim: Mapped[ReminderClaim] = relationship(lazy="joined", innerjoin=True)
+    claim: Mapped[ReminderClaim] = relationship()
 
     __table_args__ = (UniqueConstraint("claim_id", "user_id"),)
-
-    @property
-    def kind(self) -> str:
-        return self.claim.kind
-
-    @property
-    def due_on(self) -> date:
-        return self.claim.due_on
-
-    @property
-    def title(self) -> str:
-        from app.reminders.text import reminder_subject
-
-        return reminder_subject(self.claim.title, self.claim.due_on, self.claim.as_of)
 
     def is_active_on(self, as_of: date) -> bool:
         return self.acknowledged_at is None and (self.snoozed_until is None or self.snoozed_until <= as_of)

@@ -31,10 +31,11 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session, aliased, selectinload
 
-from app.reminders.models import OutboxMessage
+from app.reminders.models import Digest, OutboxMessage, ReminderAudienceMember, ReminderClaim
+from app.reminders.text import DIGEST_LISTED
 
 #: The first retry waits this long; each later one twice as long as the one before, up to the cap.
 RETRY_BASE = timedelta(minutes=1)
@@ -127,6 +128,36 @@ def enqueue(session: Session, *, to_address: str, subject: str, body: str, now: 
     return message
 
 
+def load_digests(session: Session, rows: list[OutboxMessage]) -> list[OutboxMessage]:
+    """Give each digest among ``rows`` the reminders it lists, in one query: its sweep's claims
+    whose audience holds its address, overdue first then by due date, the first
+    ``text.DIGEST_LISTED`` of them, with how many there are in all."""
+    digests = [row for row in rows if row.sweep_id is not None and row.digest is None]
+    if not digests:
+        return rows
+    window = {"partition_by": (ReminderClaim.sweep_id, ReminderAudienceMember.email)}
+    overdue_first = case((ReminderClaim.due_on < ReminderClaim.as_of, 0), else_=1)
+    ranked = (
+        select(ReminderClaim, ReminderAudienceMember.email.label("email"),
+               func.row_number().over(**window, order_by=(overdue_first, ReminderClaim.due_on, ReminderClaim.id))
+               .label("rank"),
+               func.count().over(**window).label("total"),
+               func.sum(1 - overdue_first).over(**window).label("overdue"))
+        .join(ReminderAudienceMember, ReminderAudienceMember.audience_id == ReminderClaim.audience_id)
+        .where(ReminderClaim.sweep_id.in_({row.sweep_id for row in digests}),
+               ReminderAudienceMember.email.in_({row.to_address for row in digests}))
+        .subquery())
+    claim = aliased(ReminderClaim, ranked)
+    found: dict[tuple[int, str], Digest] = {}
+    for listed, email, total, overdue in session.execute(
+            select(claim, ranked.c.email, ranked.c.total, ranked.c.overdue)
+            .where(ranked.c.rank <= DIGEST_LISTED).order_by(ranked.c.rank)):
+        found.setdefault((listed.sweep_id, email), Digest([], int(total), int(overdue))).claims.append(listed)
+    for row in digests:
+        row.digest = found.get((row.sweep_id, row.to_address), Digest([], 0, 0))
+    return rows
+
+
 def build_email(row: OutboxMessage, sender: str, now: datetime) -> EmailMessage:
     subject, body = row.content()
     email = EmailMessage()
@@ -136,8 +167,10 @@ def build_email(row: OutboxMessage, sender: str, now: datetime) -> EmailMessage:
     email["Date"] = format_datetime(now)
     email["Message-ID"] = row.message_id
     email["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to reminders
-    if row.claim_id is not None:
-        email["X-Accord-Claim"] = str(row.claim_id)
+    if row.sweep_id is not None:
+        email["X-Accord-Sweep"] = str(row.sweep_id)
+    if row.claim_ids:  # the reminders it lists, for a receiving system to match them up
+        email["X-Accord-Claims"] = " ".join(map(str, row.claim_ids))
     email.set_content(body)
     return email
 
@@ -186,8 +219,8 @@ def due_messages(session: Session, now: datetime, limit: int) -> list[OutboxMess
              .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
              .limit(limit))
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return list(session.scalars(query))
+        query = query.with_for_update(skip_locked=True, of=OutboxMessage)
+    return load_digests(session, list(session.scalars(query)))
 
 
 def deliver(session: Session, *, now: datetime, settings: MailSettings,

@@ -2,9 +2,10 @@
 and calendar feeds. Services flush; the job, command or request around them commits once.
 
 The sweep's number of statements does not grow with the register: providers load in bulk, the
-claims already made are read in one query, and the new claims, e-mails and notifications are
-written by the database from the claims and their few distinct audiences in one statement on
-PostgreSQL and three on SQLite (``app.reminders.bulk``).
+claims already made are read in one query, and the new claims, their few distinct audiences and
+one e-mail digest per address are written in three statements on PostgreSQL and a few more on
+SQLite (``app.reminders.bulk``). A user's notifications are the claims of the audiences they
+belong to; a notification row records what they did with one (acknowledged, snoozed).
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from app.audit import service as audit
@@ -25,7 +27,10 @@ from app.auth.permissions import require_role
 from app.errors import NotFound, ValidationFailed
 from app.reminders import due, providers
 from app.reminders.bulk import Audience, PlannedClaim, claim_and_fan_out
-from app.reminders.models import CalendarFeedToken, Notification, OutboxMessage, ReminderClaim
+from app.reminders.models import (CalendarFeedToken, Notification, OutboxMessage, ReminderAudienceMember,
+                                  ReminderClaim)
+from app.reminders.outbox import load_digests
+from app.reminders.text import reminder_subject
 from app.registry.models import Organisation, Subgroup
 
 SCHEDULER_ACTOR = "system:scheduler"
@@ -197,7 +202,8 @@ def sweep(session: Session, *, as_of: date, now: datetime, actor: Any = SCHEDULE
                      subject_id=as_of.isoformat(),
                      details={"as_of": as_of.isoformat(), "claims": fan_out.claimed, "emails": fan_out.messages,
                               "notifications": fan_out.notifications, "kinds": fan_out.kinds,
-                              "first_claim_id": fan_out.first_claim_id, "last_claim_id": fan_out.last_claim_id},
+                              "first_claim_id": fan_out.first_claim_id, "last_claim_id": fan_out.last_claim_id,
+                              "sweep_id": fan_out.sweep_id},
                      occurred_at=now)
     session.flush()
     return result
@@ -207,60 +213,124 @@ def sweep(session: Session, *, as_of: date, now: datetime, actor: Any = SCHEDULE
 
 
 @dataclass(frozen=True)
+class ShownReminder:
+    """A reminder as one user sees it in the app: its claim, and what they did with it (if anything)."""
+
+    claim: ReminderClaim
+    state: Notification | None
+
+    @property
+    def id(self) -> int:
+        return self.claim.id
+
+    @property
+    def kind(self) -> str:
+        return self.claim.kind
+
+    @property
+    def due_on(self) -> date:
+        return self.claim.due_on
+
+    @property
+    def created_at(self) -> datetime:
+        return self.claim.claimed_at
+
+    @property
+    def title(self) -> str:
+        return reminder_subject(self.claim.title, self.claim.due_on, self.claim.as_of)
+
+    @property
+    def acknowledged_at(self) -> datetime | None:
+        return None if self.state is None else self.state.acknowledged_at
+
+    @property
+    def snoozed_until(self) -> date | None:
+        return None if self.state is None else self.state.snoozed_until
+
+    def is_active_on(self, as_of: date) -> bool:
+        return self.state is None or self.state.is_active_on(as_of)
+
+
+@dataclass(frozen=True)
 class NotificationLists:
-    active: list[Notification]
-    snoozed: list[Notification]
-    acknowledged: list[Notification]
+    active: list[ShownReminder]
+    snoozed: list[ShownReminder]
+    acknowledged: list[ShownReminder]
+
+
+def _told(user: User, *columns):
+    """The claims whose audience holds ``user``, beside the user's own notification row, if any."""
+    return (select(*columns).select_from(ReminderClaim)
+            .join(ReminderAudienceMember, and_(ReminderAudienceMember.audience_id == ReminderClaim.audience_id,
+                                               ReminderAudienceMember.user_id == user.id))
+            .outerjoin(Notification, and_(Notification.claim_id == ReminderClaim.id, Notification.user_id == user.id)))
+
+
+_NOT_ACKNOWLEDGED = or_(Notification.id.is_(None), Notification.acknowledged_at.is_(None))
 
 
 def active_notification_count(session: Session, user: User, as_of: date) -> int:
-    return session.scalar(
-        select(func.count()).select_from(Notification).where(
-            Notification.user_id == user.id, Notification.acknowledged_at.is_(None),
-            (Notification.snoozed_until.is_(None)) | (Notification.snoozed_until <= as_of))) or 0
+    not_snoozed = or_(Notification.id.is_(None), Notification.snoozed_until.is_(None),
+                      Notification.snoozed_until <= as_of)
+    return session.scalar(_told(user, func.count()).where(_NOT_ACKNOWLEDGED, not_snoozed)) or 0
 
 
 def list_notifications(session: Session, user: User, as_of: date, acknowledged_limit: int = 50) -> NotificationLists:
-    open_rows = list(session.scalars(
-        select(Notification).join(Notification.claim)
-        .where(Notification.user_id == user.id, Notification.acknowledged_at.is_(None))
-        .order_by(ReminderClaim.due_on, Notification.id)))
-    acknowledged = list(session.scalars(
-        select(Notification).where(Notification.user_id == user.id, Notification.acknowledged_at.is_not(None))
-        .order_by(Notification.acknowledged_at.desc(), Notification.id.desc()).limit(acknowledged_limit)))
+    open_rows = [ShownReminder(claim, state) for claim, state in session.execute(
+        _told(user, ReminderClaim, Notification).where(_NOT_ACKNOWLEDGED)
+        .order_by(ReminderClaim.due_on, ReminderClaim.id))]
+    acknowledged = [ShownReminder(claim, state) for claim, state in session.execute(
+        _told(user, ReminderClaim, Notification).where(Notification.acknowledged_at.is_not(None))
+        .order_by(Notification.acknowledged_at.desc(), ReminderClaim.id.desc()).limit(acknowledged_limit))]
     return NotificationLists(active=[n for n in open_rows if n.is_active_on(as_of)],
                              snoozed=[n for n in open_rows if not n.is_active_on(as_of)],
                              acknowledged=acknowledged)
 
 
-def get_notification(session: Session, user: User, notification_id: int) -> Notification:
-    """The user's own notification; anyone else's is simply not found."""
-    notification = session.scalar(select(Notification).where(Notification.id == notification_id,
-                                                              Notification.user_id == user.id))
-    if notification is None:
+def get_notification(session: Session, user: User, claim_id: int) -> ShownReminder:
+    """A reminder ``user`` was told of (by its claim's id); anyone else's is simply not found."""
+    row = session.execute(_told(user, ReminderClaim, Notification).where(ReminderClaim.id == claim_id)).first()
+    if row is None:
         raise NotFound("There is no such notification")
-    return notification
+    return ShownReminder(*row)
 
 
-def acknowledge(session: Session, user: User, notification_id: int, *, now: datetime) -> Notification:
-    notification = get_notification(session, user, notification_id)
-    if notification.acknowledged_at is None:
-        notification.acknowledged_at = now
-        notification.snoozed_until = None
+def _state(session: Session, user: User, shown: ShownReminder, now: datetime) -> Notification:
+    """The user's notification row for ``shown``, made now if this is the first thing they do with
+    it; a second request making it at the same moment (a double click) finds the first one's."""
+    if shown.state is not None:
+        return shown.state
+    try:
+        with session.begin_nested():
+            state = Notification(user_id=user.id, claim_id=shown.claim.id, created_at=now)
+            session.add(state)
+    except IntegrityError:
+        state = session.scalars(select(Notification).where(Notification.user_id == user.id,
+                                                           Notification.claim_id == shown.claim.id)).one()
+    return state
+
+
+def acknowledge(session: Session, user: User, claim_id: int, *, now: datetime) -> ShownReminder:
+    shown = get_notification(session, user, claim_id)
+    if shown.acknowledged_at is None:
+        state = _state(session, user, shown, now)
+        state.acknowledged_at = now
+        state.snoozed_until = None
         session.flush()
         audit.record(session, action="notification.acknowledged", actor=user, organisation=user.organisation.code,
-                     subject_type="notification", subject_id=notification.id,
-                     details={"kind": notification.kind, "subject_type": notification.claim.subject_type,
-                              "subject_id": notification.claim.subject_id, "claim_id": notification.claim_id},
+                     subject_type="notification", subject_id=state.id,
+                     details={"kind": shown.kind, "subject_type": shown.claim.subject_type,
+                              "subject_id": shown.claim.subject_id, "claim_id": shown.claim.id},
                      occurred_at=now)
-    return notification
+        shown = ShownReminder(shown.claim, state)
+    return shown
 
 
-def snooze(session: Session, user: User, notification_id: int, *, until: date | None, as_of: date,
-           now: datetime) -> Notification:
-    """Hide a notification until ``until``, when it shows again."""
-    notification = get_notification(session, user, notification_id)
-    if notification.acknowledged_at is not None:
+def snooze(session: Session, user: User, claim_id: int, *, until: date | None, as_of: date,
+           now: datetime) -> ShownReminder:
+    """Hide a reminder from ``user``'s list until ``until``, when it shows again."""
+    shown = get_notification(session, user, claim_id)
+    if shown.acknowledged_at is not None:
         raise ValidationFailed({"until": "This reminder has already been acknowledged"})
     if not isinstance(until, date):
         raise ValidationFailed({"until": "Enter the date to be reminded again"})
@@ -268,13 +338,14 @@ def snooze(session: Session, user: User, notification_id: int, *, until: date | 
         raise ValidationFailed({"until": "The date to be reminded again must be in the future"})
     if until > as_of + timedelta(days=LONGEST_SNOOZE_DAYS):
         raise ValidationFailed({"until": f"Snooze for at most {LONGEST_SNOOZE_DAYS} days"})
-    notification.snoozed_until = until
+    state = _state(session, user, shown, now)
+    state.snoozed_until = until
     session.flush()
     audit.record(session, action="notification.snoozed", actor=user, organisation=user.organisation.code,
-                 subject_type="notification", subject_id=notification.id,
-                 details={"until": until.isoformat(), "kind": notification.kind, "claim_id": notification.claim_id},
+                 subject_type="notification", subject_id=state.id,
+                 details={"until": until.isoformat(), "kind": shown.kind, "claim_id": shown.claim.id},
                  occurred_at=now)
-    return notification
+    return ShownReminder(shown.claim, state)
 
 
 # --- what is due -------------------------------------------------------------------------------
@@ -341,9 +412,9 @@ def outbox_view(session: Session, user: User, limit: int = 200) -> OutboxView:
     counts = dict(session.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)).all())
 
     def listed(status: str, order) -> list[OutboxMessage]:
-        return list(session.scalars(select(OutboxMessage).options(selectinload(OutboxMessage.claim))
-                                    .where(OutboxMessage.status == status)
-                                    .order_by(*order).limit(limit)))
+        return load_digests(session, list(session.scalars(
+            select(OutboxMessage).options(selectinload(OutboxMessage.claim))
+            .where(OutboxMessage.status == status).order_by(*order).limit(limit))))
 
     return OutboxView(
         counts={status: counts.get(status, 0) for status in ("pending", "failed", "sent")},

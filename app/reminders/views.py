@@ -42,21 +42,21 @@ def notifications():
     return render_template("reminders/notifications.html", lists=lists, as_of=as_of, title="Notifications")
 
 
-@bp.post("/notifications/<int:notification_id>/acknowledge")
-def acknowledge(notification_id: int):
-    notification = service.acknowledge(db.session, current_user, notification_id, now=utcnow())
+@bp.post("/notifications/<int:claim_id>/acknowledge")
+def acknowledge(claim_id: int):
+    notification = service.acknowledge(db.session, current_user, claim_id, now=utcnow())
     db.session.commit()
     flash(f"Acknowledged: {notification.title}", "success")
     return redirect(url_for("reminders.notifications"))
 
 
-@bp.route("/notifications/<int:notification_id>/snooze", methods=["GET", "POST"])
-def snooze(notification_id: int):
-    notification = service.get_notification(db.session, current_user, notification_id)
+@bp.route("/notifications/<int:claim_id>/snooze", methods=["GET", "POST"])
+def snooze(claim_id: int):
+    notification = service.get_notification(db.session, current_user, claim_id)
     form = forms.SnoozeForm()
     if form.validate_on_submit():
         try:
-            service.snooze(db.session, current_user, notification_id, until=form.until.data, as_of=today(),
+            service.snooze(db.session, current_user, claim_id, until=form.until.data, as_of=today(),
                            now=utcnow())
         except ValidationFailed as exc:
             db.session.rollback()
