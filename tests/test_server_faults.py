@@ -18,6 +18,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
+from app.api import ratelimit
 from app.audit import chain
 from app.audit.models import AuditEvent
 from app.decisions.models import Exchange
@@ -148,7 +149,7 @@ def test_sixteen_clients_of_a_hundred_submissions_lose_and_duplicate_nothing(app
 
 
 def test_twenty_kill_9s_under_load_lose_no_acknowledged_write_and_leave_no_half_transfer(
-        app, session, client, environment, tmp_path, backend, database_url, request):
+        app, session, client, environment, tmp_path, backend, database_url, request, monkeypatch):
     from app.auth import service as auth_service
     from app.clock import utcnow
     from app.decisions import service as decisions
@@ -250,6 +251,9 @@ def test_twenty_kill_9s_under_load_lose_no_acknowledged_write_and_leave_no_half_
         assert transfer.size > 0 and transfer.sha256, f"transfer {transfer.id} was stored without its size or digest"
         assert indices == list(range(transfer.segment_count)), f"transfer {transfer.id} is missing chunks"
     assert set(sent) <= {t.id for t in transfers}, "an acknowledged transfer was lost"
+    # Every acknowledged transfer is read back with one token, often more than its rate limit allows
+    # in a minute; the limit is not what this test is about.
+    monkeypatch.setattr(app.extensions[ratelimit.EXTENSION], "per_token", None)
     for transfer_id, digest in sent.items():
         response = client.get(f"/api/v1/transfers/{transfer_id}/payload", headers=receiver)
         assert response.status_code == 200
