@@ -82,10 +82,6 @@ class ReminderClaim(db.Model):
     __table_args__ = (UniqueConstraint("kind", "subject_type", "subject_id", "due_on", "milestone",
                                        name="uq_reminder_claims_milestone"),)
 
-    @property
-    def is_overdue(self) -> bool:
-        return self.due_on < self.as_of
-
 
 class OutboxMessage(db.Model):
     """An e-mail written in the transaction that decided to send it, delivered after commit.
