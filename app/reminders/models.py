@@ -73,14 +73,19 @@ class ReminderClaim(db.Model):
     #: Whether the CSP chair's organisation was told too (the item was overdue).
     escalated: Mapped[bool] = mapped_column(default=False)
     claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    sweep_id: Mapped[Optional[int]] = mapped_column(ForeignKey("reminder_sweeps.id"), index=True)
-    audience_id: Mapped[Optional[int]] = mapped_column(ForeignKey("reminder_audiences.id"), index=True)
+    sweep_id: Mapped[Optional[int]] = mapped_column(ForeignKey("reminder_sweeps.id"))
+    audience_id: Mapped[Optional[int]] = mapped_column(ForeignKey("reminder_audiences.id"))
 
     audience: Mapped[Optional[ReminderAudience]] = relationship()
 
-    # Named explicitly: the conventional name is 64 characters, one more than PostgreSQL keeps.
-    __table_args__ = (UniqueConstraint("kind", "subject_type", "subject_id", "due_on", "milestone",
-                                       name="uq_reminder_claims_milestone"),)
+    __table_args__ = (
+        # Named explicitly: the conventional name is 64 characters, one more than PostgreSQL keeps.
+        UniqueConstraint("kind", "subject_type", "subject_id", "due_on", "milestone",
+                         name="uq_reminder_claims_milestone"),
+        # Who was told, in which sweep: a user's notifications and a digest's reminders both start
+        # from the audience. One index, not one each: a first sweep inserts a claim per item.
+        Index("ix_reminder_claims_audience_sweep", "audience_id", "sweep_id"),
+    )
 
 
 class OutboxMessage(db.Model):

@@ -9,10 +9,12 @@ belong to; a notification row records what they did with one (acknowledged, snoo
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
@@ -183,6 +185,24 @@ def _claims_and_audiences(planned: list[PlannedReminder]) -> tuple[list[PlannedC
     return claims, audiences
 
 
+@contextmanager
+def _cyclic_collector_paused() -> Iterator[None]:
+    """Hold off Python's cycle collector while a sweep plans and writes its claims.
+
+    A first sweep over a large register builds a few hundred thousand small tuples, none of them
+    in a cycle; each of the collector's full passes meanwhile walks every object the process
+    holds, which cost a sweep of 100,000 items 0.7 s of its 1.7 s in Python. Reference counting
+    still frees everything; the collector runs again as soon as the sweep is done.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def sweep(session: Session, *, as_of: date, now: datetime, actor: Any = SCHEDULER_ACTOR,
           dry_run: bool = False, items: Iterable[due.DueItem] | None = None) -> SweepResult:
     """Claim and send every reminder due on ``as_of``, exactly once per milestone.
@@ -192,10 +212,11 @@ def sweep(session: Session, *, as_of: date, now: datetime, actor: Any = SCHEDULE
     and this sweep sends nothing for it. The e-mails and notifications are written in the same
     transaction as the claims; the e-mails leave later from the outbox.
     """
-    result = SweepResult(as_of=as_of, dry_run=dry_run, planned=plan_reminders(session, as_of, items=items))
-    if dry_run or not result.planned:
-        return result
-    fan_out = claim_and_fan_out(session, *_claims_and_audiences(result.planned), as_of=as_of, now=now)
+    with _cyclic_collector_paused():
+        result = SweepResult(as_of=as_of, dry_run=dry_run, planned=plan_reminders(session, as_of, items=items))
+        if dry_run or not result.planned:
+            return result
+        fan_out = claim_and_fan_out(session, *_claims_and_audiences(result.planned), as_of=as_of, now=now)
     result.claimed, result.messages, result.notifications = fan_out.claimed, fan_out.messages, fan_out.notifications
     if fan_out.claimed:
         audit.record(session, action="reminders.sent", actor=actor, subject_type="reminder_sweep",
