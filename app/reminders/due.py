@@ -229,8 +229,7 @@ def plan(
             continue
         seen.add(key)
         planned.append(Planned(item, milestone, key))
-    # One order for every sweep (due date first), so concurrent sweeps on PostgreSQL meet their
-    # conflicting claims in the same order and wait for each other rather than deadlock.
+    # Most urgent first, as a dry run lists them (the claims are inserted in another order, ``bulk``'s).
     planned.sort(key=lambda p: (p.claim_key[3], p.claim_key))
     return planned
 
