@@ -130,7 +130,7 @@ def mailed(received) -> dict[int, list[str]]:
 
 def told(session, user) -> list[int]:
     """The claims ``user`` is shown in the app, acknowledged or not, each once."""
-    lists = service.list_notifications(session, user, TODAY, acknowledged_limit=10_000)
+    lists = service.list_notifications(session, user, TODAY, per_page=10_000, listed=10_000)
     return sorted(n.id for n in lists.active + lists.snoozed + lists.acknowledged)
 
 
@@ -560,6 +560,52 @@ def test_notifications_can_be_acknowledged_and_snoozed(app, session, demo, auth,
     session.rollback()
     assert client.post(f"/reminders/notifications/{theirs}/acknowledge").status_code == 404
     assert client.get(f"/reminders/notifications/{theirs}/snooze").status_code == 404
+
+
+def test_notifications_come_a_page_at_a_time_soonest_due_first(app, session, demo, auth, client):
+    """A first sweep of a large register tells a coordinator of thousands: the page shows 50."""
+    officer = auth_service.find_user_by_email(session, "dpo@kent-police.example")
+    claims = [bulk.PlannedClaim("apd_review", "paging", f"item-{i:03d}", DUE + timedelta(days=i % 40), "before:90",
+                                f"Paging {i:03d}", False, 0) for i in range(120)]
+    bulk.claim_and_fan_out(session, claims, [bulk.Audience((), (officer.id,))], as_of=TODAY, now=datetime.now(LONDON))
+    session.commit()
+    expected = sorted(session.execute(select(ReminderClaim.due_on, ReminderClaim.id)
+                                      .where(ReminderClaim.subject_type == "paging")).all())
+    lists = service.list_notifications(session, officer, TODAY, page=3)
+    assert (lists.active_total, lists.pages, len(lists.active)) == (120, 3, 20)
+    assert [n.id for n in lists.active] == [claim_id for _, claim_id in expected[100:]]
+    session.rollback()
+
+    auth.sign_in("dpo@kent-police.example")
+    html = client.get("/reminders/notifications").get_data(as_text=True)
+    assert "120 to deal with" in html and "Showing 1 to 50 of 120, soonest due first." in html
+    assert html.count("Acknowledge<span") == 50 and "?page=2" in html
+    listed = re.findall(r"/reminders/notifications/(\d+)/acknowledge", html)
+    assert [int(i) for i in listed] == [claim_id for _, claim_id in expected[:50]]
+    last = client.get("/reminders/notifications?page=3").get_data(as_text=True)
+    assert "Showing 101 to 120 of 120" in last and "?page=2" in last
+
+    # Acknowledging on a page comes back to it; once it is empty, to the page before.
+    on_last = [int(i) for i in re.findall(r"/reminders/notifications/(\d+)/acknowledge", last)]
+    response = client.post(f"/reminders/notifications/{on_last[0]}/acknowledge", data={"page": "3"})
+    assert response.status_code == 302 and response.headers["Location"].endswith("/reminders/notifications?page=3")
+    session.rollback()
+    for claim_id in on_last[1:]:
+        service.acknowledge(session, officer, claim_id, now=datetime.now(LONDON))
+    session.commit()
+    moved = client.get("/reminders/notifications?page=3")
+    assert moved.status_code == 302 and moved.headers["Location"].endswith("/reminders/notifications?page=2")
+    html = client.get("/reminders/notifications?page=2").get_data(as_text=True)
+    assert "100 to deal with" in html and "The first 50 of" not in html  # all 20 acknowledged are listed
+    for claim_id in [claim_id for _, claim_id in expected[:40]]:
+        service.acknowledge(session, officer, claim_id, now=datetime.now(LONDON))
+    session.commit()
+    html = client.get("/reminders/notifications").get_data(as_text=True)
+    assert "60 to deal with" in html and "The first 50 of 60." in html
+
+    for bad in ("0", "-1", "two"):
+        response = client.get(f"/reminders/notifications?page={bad}")
+        assert response.status_code == 422 and b"pages are numbered from 1" in response.data
 
 
 def test_what_is_due_lists_overdue_first_and_is_scoped(app, session, demo, auth, client):

@@ -272,11 +272,28 @@ class ShownReminder:
         return self.state is None or self.state.is_active_on(as_of)
 
 
+#: Reminders on one page of a user's notifications: a first sweep of a large register can tell a
+#: coordinator of thousands.
+NOTIFICATIONS_PER_PAGE = 50
+
+
 @dataclass(frozen=True)
 class NotificationLists:
+    """One page of a user's reminders to deal with, the soonest snoozed and the latest
+    acknowledged, with how many there are of each."""
+
     active: list[ShownReminder]
     snoozed: list[ShownReminder]
     acknowledged: list[ShownReminder]
+    active_total: int = 0
+    snoozed_total: int = 0
+    acknowledged_total: int = 0
+    page: int = 1
+    per_page: int = NOTIFICATIONS_PER_PAGE
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.active_total // self.per_page))
 
 
 def _told(user: User, *columns):
@@ -288,24 +305,42 @@ def _told(user: User, *columns):
 
 
 _NOT_ACKNOWLEDGED = or_(Notification.id.is_(None), Notification.acknowledged_at.is_(None))
+_ACKNOWLEDGED = Notification.acknowledged_at.is_not(None)
+
+
+def _active(as_of: date):
+    return and_(_NOT_ACKNOWLEDGED, or_(Notification.id.is_(None), Notification.snoozed_until.is_(None),
+                                       Notification.snoozed_until <= as_of))
+
+
+def _snoozed(as_of: date):
+    return and_(Notification.acknowledged_at.is_(None), Notification.snoozed_until > as_of)
 
 
 def active_notification_count(session: Session, user: User, as_of: date) -> int:
-    not_snoozed = or_(Notification.id.is_(None), Notification.snoozed_until.is_(None),
-                      Notification.snoozed_until <= as_of)
-    return session.scalar(_told(user, func.count()).where(_NOT_ACKNOWLEDGED, not_snoozed)) or 0
+    return session.scalar(_told(user, func.count()).where(_active(as_of))) or 0
 
 
-def list_notifications(session: Session, user: User, as_of: date, acknowledged_limit: int = 50) -> NotificationLists:
-    open_rows = [ShownReminder(claim, state) for claim, state in session.execute(
-        _told(user, ReminderClaim, Notification).where(_NOT_ACKNOWLEDGED)
-        .order_by(ReminderClaim.due_on, ReminderClaim.id))]
-    acknowledged = [ShownReminder(claim, state) for claim, state in session.execute(
-        _told(user, ReminderClaim, Notification).where(Notification.acknowledged_at.is_not(None))
-        .order_by(Notification.acknowledged_at.desc(), ReminderClaim.id.desc()).limit(acknowledged_limit))]
-    return NotificationLists(active=[n for n in open_rows if n.is_active_on(as_of)],
-                             snoozed=[n for n in open_rows if not n.is_active_on(as_of)],
-                             acknowledged=acknowledged)
+def list_notifications(session: Session, user: User, as_of: date, *, page: int = 1,
+                       per_page: int = NOTIFICATIONS_PER_PAGE, listed: int = 50) -> NotificationLists:
+    """Page ``page`` of the reminders ``user`` has to deal with (soonest due first), and the
+    first ``listed`` snoozed (soonest back first) and acknowledged (latest first)."""
+    if page < 1 or per_page < 1:
+        raise ValidationFailed({"page": "Pages are numbered from 1."})
+
+    def shown(condition, order, limit, offset=0) -> list[ShownReminder]:
+        return [ShownReminder(claim, state) for claim, state in session.execute(
+            _told(user, ReminderClaim, Notification).where(condition).order_by(*order).limit(limit).offset(offset))]
+
+    def total(condition) -> int:
+        return session.scalar(_told(user, func.count()).where(condition)) or 0
+
+    return NotificationLists(
+        active=shown(_active(as_of), (ReminderClaim.due_on, ReminderClaim.id), per_page, (page - 1) * per_page),
+        snoozed=shown(_snoozed(as_of), (Notification.snoozed_until, ReminderClaim.due_on, ReminderClaim.id), listed),
+        acknowledged=shown(_ACKNOWLEDGED, (Notification.acknowledged_at.desc(), ReminderClaim.id.desc()), listed),
+        active_total=total(_active(as_of)), snoozed_total=total(_snoozed(as_of)),
+        acknowledged_total=total(_ACKNOWLEDGED), page=page, per_page=per_page)
 
 
 def get_notification(session: Session, user: User, claim_id: int) -> ShownReminder:

@@ -35,10 +35,23 @@ def due():
     return render_template("reminders/due.html", rows=rows, as_of=as_of, title="What is due")
 
 
+def _page_number(value: str | None) -> int:
+    """A page number from the address or a form; anything that is not one is a clear error."""
+    if value in (None, ""):
+        return 1
+    if not value.isdigit() or int(value) < 1:
+        raise ValidationFailed({"page": "Pages are numbered from 1."}, f"There is no page {value!r}: pages are "
+                                                                       "numbered from 1.")
+    return int(value)
+
+
 @bp.get("/notifications")
 def notifications():
     as_of = today()
-    lists = service.list_notifications(db.session, current_user, as_of)
+    page = _page_number(request.args.get("page"))
+    lists = service.list_notifications(db.session, current_user, as_of, page=page)
+    if page > lists.pages:  # the last reminders of the last page were dealt with
+        return redirect(url_for("reminders.notifications", page=lists.pages if lists.pages > 1 else None))
     return render_template("reminders/notifications.html", lists=lists, as_of=as_of, title="Notifications")
 
 
@@ -47,7 +60,8 @@ def acknowledge(claim_id: int):
     notification = service.acknowledge(db.session, current_user, claim_id, now=utcnow())
     db.session.commit()
     flash(f"Acknowledged: {notification.title}", "success")
-    return redirect(url_for("reminders.notifications"))
+    page = _page_number(request.form.get("page"))
+    return redirect(url_for("reminders.notifications", page=page if page > 1 else None))
 
 
 @bp.route("/notifications/<int:claim_id>/snooze", methods=["GET", "POST"])
