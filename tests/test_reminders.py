@@ -637,6 +637,43 @@ def test_what_is_due_lists_overdue_first_and_is_scoped(app, session, demo, auth,
     assert client.get("/reminders/notifications").status_code == 200
 
 
+def test_what_is_due_comes_a_page_at_a_time_with_each_items_latest_reminder(app, session, demo, auth, client):
+    from app.registry.models import Organisation
+
+    # 150 partners whose ICO registration runs out within 90 days, soonest first by code.
+    for i in range(150):
+        session.add(Organisation(code=f"paging-{i:03d}", name=f"Paging partner {i:03d}", kind="voluntary",
+                                 dpo_email=f"dpo@paging-{i:03d}.example", ico_registration_number=f"Z{i:07d}",
+                                 ico_registration_expires_on=TODAY + timedelta(days=60 + i % 20)))
+    session.commit()
+    run_jobs(app, session, TODAY)
+    coordinator = auth_service.find_user_by_email(session, "coordinator@dartford.example")
+    everything = service.due_for(session, coordinator, TODAY, days=90)
+    first, second = (service.what_is_due(session, coordinator, TODAY, page=page) for page in (1, 2))
+    assert first.total == second.total == len(everything) > 150
+    assert [row.item for row in first.rows + second.rows] == everything[:200]
+    assert len(first.rows) == 100 and first.pages == -(-len(everything) // 100)
+    for row in first.rows + second.rows:  # each item's own latest claim, in one query a page
+        claims = session.scalars(select(ReminderClaim).where(
+            ReminderClaim.kind == row.item.kind, ReminderClaim.subject_type == row.item.subject_type,
+            ReminderClaim.subject_id == row.item.subject_id, ReminderClaim.due_on == row.item.due_on)
+            .order_by(ReminderClaim.claimed_at, ReminderClaim.id)).all()
+        assert row.last_reminder == (claims[-1] if claims else None)
+    assert any(row.last_reminder is not None for row in second.rows)
+    session.rollback()
+
+    auth.sign_in("coordinator@dartford.example")
+    html = client.get("/reminders/due").get_data(as_text=True)
+    assert f"{len(everything)} items," in html and f"Showing 1 to 100 of {len(everything)}" in html
+    assert html.count('<strong class="govuk-tag') == 100 and "?page=2" in html
+    html = client.get("/reminders/due?page=2").get_data(as_text=True)
+    assert f"Showing 101 to {min(200, len(everything))} of {len(everything)}" in html
+    assert everything[100].title in html and everything[99].title not in html
+    beyond = client.get("/reminders/due?page=99")
+    assert beyond.status_code == 302 and beyond.headers["Location"].endswith(f"/reminders/due?page={first.pages}")
+    assert client.get("/reminders/due?page=first").status_code == 422
+
+
 def test_outbox_page_shows_mail_kept_when_no_server_is_configured(app, session, demo, auth, client):
     run_jobs(app, session, TODAY)
     waiting = count(session, OutboxMessage)

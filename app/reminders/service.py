@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -272,6 +272,11 @@ class ShownReminder:
         return self.state is None or self.state.is_active_on(as_of)
 
 
+def page_count(total: int, per_page: int) -> int:
+    """How many pages ``total`` rows fill, ``per_page`` a page; an empty list still has its page."""
+    return max(1, -(-total // per_page))
+
+
 #: Reminders on one page of a user's notifications: a first sweep of a large register can tell a
 #: coordinator of thousands.
 NOTIFICATIONS_PER_PAGE = 50
@@ -293,7 +298,7 @@ class NotificationLists:
 
     @property
     def pages(self) -> int:
-        return max(1, -(-self.active_total // self.per_page))
+        return page_count(self.active_total, self.per_page)
 
 
 def _told(user: User, *columns):
@@ -429,8 +434,27 @@ class DueRow:
                 + (", escalated to the chair" if claim.escalated else ""))
 
 
-def what_is_due(session: Session, user: User, as_of: date, days: int = 90) -> list[DueRow]:
-    """Everything due within ``days`` and everything overdue, overdue first then by date.
+#: Items on one page of what is due: a large register has thousands within 90 days.
+DUE_PER_PAGE = 100
+
+
+@dataclass(frozen=True)
+class DuePage:
+    """One page of what is due, with how many items there are in all and how many are overdue."""
+
+    rows: list[DueRow]
+    total: int
+    overdue: int
+    page: int = 1
+    per_page: int = DUE_PER_PAGE
+
+    @property
+    def pages(self) -> int:
+        return page_count(self.total, self.per_page)
+
+
+def due_for(session: Session, user: User, as_of: date, days: int) -> list[due.DueItem]:
+    """Everything due within ``days`` and everything overdue, each once, overdue first then by date.
 
     Coordinators and administrators see the whole partnership; a DPO sees what concerns their
     organisation.
@@ -440,16 +464,34 @@ def what_is_due(session: Session, user: User, as_of: date, days: int = 90) -> li
     if not user.has_role(Role.ADMIN, Role.COORDINATOR):
         items = [i for i in items if user.organisation.code in i.organisations]
     unique = list({item.key: item for item in items}.values())
+    unique.sort(key=lambda i: (_URGENCY_ORDER.index(due.urgency(i.due_on, as_of)), i.due_on, i.title))
+    return unique
+
+
+def what_is_due(session: Session, user: User, as_of: date, days: int = 90, *, page: int = 1,
+                per_page: int = DUE_PER_PAGE) -> DuePage:
+    """Page ``page`` of :func:`due_for`, each item with the latest reminder claimed for it."""
+    if page < 1 or per_page < 1:
+        raise ValidationFailed({"page": "Pages are numbered from 1."})
+    items = due_for(session, user, as_of, days)
+    shown = items[(page - 1) * per_page:page * per_page]
+    latest = _latest_claims(session, [item.key for item in shown])
+    rows = [DueRow(item, due.urgency(item.due_on, as_of), latest.get(item.key)) for item in shown]
+    return DuePage(rows, len(items), sum(1 for item in items if item.due_on < as_of), page, per_page)
+
+
+def _latest_claims(session: Session, keys: list[tuple[str, str, str, date]]
+                   ) -> dict[tuple[str, str, str, date], ReminderClaim]:
+    """The latest claim of each (kind, subject type, subject id, due date) in ``keys``: one query,
+    on the leading columns of the claims' unique constraint."""
+    if not keys:
+        return {}
+    key = tuple_(ReminderClaim.kind, ReminderClaim.subject_type, ReminderClaim.subject_id, ReminderClaim.due_on)
     latest: dict[tuple[str, str, str, date], ReminderClaim] = {}
-    if unique:
-        dues = [i.due_on for i in unique]
-        claims = session.scalars(select(ReminderClaim).where(ReminderClaim.due_on.between(min(dues), max(dues)))
-                                 .order_by(ReminderClaim.claimed_at, ReminderClaim.id))
-        for claim in claims:
-            latest[(claim.kind, claim.subject_type, claim.subject_id, claim.due_on)] = claim
-    rows = [DueRow(item, due.urgency(item.due_on, as_of), latest.get(item.key)) for item in unique]
-    rows.sort(key=lambda r: (_URGENCY_ORDER.index(r.urgency), r.item.due_on, r.item.title))
-    return rows
+    for claim in session.scalars(select(ReminderClaim).where(key.in_(keys))
+                                 .order_by(ReminderClaim.claimed_at, ReminderClaim.id)):
+        latest[(claim.kind, claim.subject_type, claim.subject_id, claim.due_on)] = claim
+    return latest
 
 
 # --- the outbox page ----------------------------------------------------------------------------

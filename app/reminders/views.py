@@ -28,13 +28,6 @@ def _signed_in():
     return None
 
 
-@bp.get("/due")
-def due():
-    as_of = today()
-    rows = service.what_is_due(db.session, current_user, as_of, days=90)
-    return render_template("reminders/due.html", rows=rows, as_of=as_of, title="What is due")
-
-
 def _page_number(value: str | None) -> int:
     """A page number from the address or a form; anything that is not one is a clear error."""
     if value in (None, ""):
@@ -43,6 +36,16 @@ def _page_number(value: str | None) -> int:
         raise ValidationFailed({"page": "Pages are numbered from 1."}, f"There is no page {value!r}: pages are "
                                                                        "numbered from 1.")
     return int(value)
+
+
+@bp.get("/due")
+def due():
+    as_of = today()
+    page = _page_number(request.args.get("page"))
+    due_page = service.what_is_due(db.session, current_user, as_of, days=90, page=page)
+    if page > due_page.pages:
+        return redirect(url_for("reminders.due", page=due_page.pages if due_page.pages > 1 else None))
+    return render_template("reminders/due.html", due_page=due_page, as_of=as_of, title="What is due")
 
 
 @bp.get("/notifications")
@@ -136,8 +139,8 @@ def calendar_feed(token: str):
     user = service.user_for_feed(db.session, token, pepper=current_app.config["TOKEN_PEPPER"])
     if user is None:
         raise NotFound("There is no such calendar")
-    rows = service.what_is_due(db.session, user, today(), days=FEED_DAYS)
-    body = calendar.render_feed([row.item for row in rows], now=utcnow(),
+    items = service.due_for(db.session, user, today(), days=FEED_DAYS)
+    body = calendar.render_feed(items, now=utcnow(),
                                 calendar_name=f"{current_app.config['SERVICE_NAME']}: what is due")
     response = Response(body, mimetype="text/calendar")
     response.headers["Content-Type"] = "text/calendar; charset=utf-8"
