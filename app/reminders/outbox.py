@@ -128,10 +128,11 @@ def enqueue(session: Session, *, to_address: str, subject: str, body: str, now: 
     return message
 
 
-def load_digests(session: Session, rows: list[OutboxMessage]) -> list[OutboxMessage]:
+def load_digests(session: Session, rows: list[OutboxMessage], listed: int = DIGEST_LISTED) -> list[OutboxMessage]:
     """Give each digest among ``rows`` the reminders it lists, in one query: its sweep's claims
-    whose audience holds its address, overdue first then by due date, the first
-    ``text.DIGEST_LISTED`` of them, with how many there are in all."""
+    whose audience holds its address, overdue first then by due date, the first ``listed`` of
+    them, with how many there are in all. Fewer than ``text.DIGEST_LISTED`` make a digest fit to
+    show its subject but not to send."""
     digests = [row for row in rows if row.sweep_id is not None and row.digest is None]
     if not digests:
         return rows
@@ -151,7 +152,7 @@ def load_digests(session: Session, rows: list[OutboxMessage]) -> list[OutboxMess
     found: dict[tuple[int, str], Digest] = {}
     for listed, email, total, overdue in session.execute(
             select(claim, ranked.c.email, ranked.c.total, ranked.c.overdue)
-            .where(ranked.c.rank <= DIGEST_LISTED).order_by(ranked.c.rank)):
+            .where(ranked.c.rank <= listed).order_by(ranked.c.rank)):
         found.setdefault((listed.sweep_id, email), Digest([], int(total), int(overdue))).claims.append(listed)
     for row in digests:
         row.digest = found.get((row.sweep_id, row.to_address), Digest([], 0, 0))

@@ -510,9 +510,11 @@ def outbox_view(session: Session, user: User, limit: int = 200) -> OutboxView:
     counts = dict(session.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)).all())
 
     def listed(status: str, order) -> list[OutboxMessage]:
+        # The page shows each message's subject, which takes a digest's first reminder and its
+        # totals: not the 200 reminders it lists (a first sweep's 200 digests listed 40,000).
         return load_digests(session, list(session.scalars(
             select(OutboxMessage).options(selectinload(OutboxMessage.claim))
-            .where(OutboxMessage.status == status).order_by(*order).limit(limit))))
+            .where(OutboxMessage.status == status).order_by(*order).limit(limit))), listed=1)
 
     return OutboxView(
         counts={status: counts.get(status, 0) for status in ("pending", "failed", "sent")},
