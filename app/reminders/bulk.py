@@ -10,7 +10,7 @@ claim) cost a first sweep more than three seconds on PostgreSQL in index and for
 alone.
 
 The claims travel once, as one JSON parameter (``jsonb_array_elements`` on PostgreSQL,
-``json_each`` on SQLite); the few audiences as arrays. Dates and times are bound with their
+``json_each`` on SQLite), and so do the audiences' members. Dates and times are bound with their
 columns' types, so what lands in the tables is exactly what the ORM would write (on SQLite,
 datetimes as ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC, which sort and compare with the rows the
 ORM writes).
@@ -126,50 +126,43 @@ def _typed(statement, names_to_columns: Mapping[str, Any]):
     return statement.bindparams(*(bindparam(name, type_=column.type) for name, column in names_to_columns.items()))
 
 
-def _member_arrays(audiences: Sequence[Audience]) -> dict[str, list[Any]]:
-    """Every audience's members as parallel lists, each naming its audience by index from 1."""
-    arrays: dict[str, list[Any]] = {"member_audience": [], "member_position": [], "member_email": [],
-                                    "member_user": []}
-    for index, audience in enumerate(audiences, start=1):
-        for position, email, user_id in audience.members():
-            arrays["member_audience"].append(index)
-            arrays["member_position"].append(position)
-            arrays["member_email"].append(email)
-            arrays["member_user"].append(user_id)
-    return arrays
-
-
-# PostgreSQL, audiences: one statement. An audience seen before is found by its fingerprint (the
-# no-op update returns it, also when a concurrent sweep has just inserted it); a new one gets its
-# members. ``xmax = 0`` is how PostgreSQL tells a row it inserted from one it updated.
+# PostgreSQL, audiences: two statements. An audience seen before is found by its fingerprint (the
+# no-op update returns it, also when a concurrent sweep has just inserted it and committed); a new
+# one gets its members. ``xmax = 0`` is how PostgreSQL tells a row it inserted from one it updated.
+# (Joining the new audiences to their members inside one statement left the planner guessing a
+# hundred rows a side: with 10,000 organisations, each its own audience, it took a second.)
 _POSTGRESQL_AUDIENCES = """
-WITH planned AS (
-    SELECT * FROM unnest(CAST(:fingerprint AS text[])) WITH ORDINALITY AS p(fingerprint, position)
-), upserted AS (
-    INSERT INTO reminder_audiences (fingerprint, created_at)
-    SELECT fingerprint, :now FROM planned ORDER BY position
-    ON CONFLICT (fingerprint) DO UPDATE SET fingerprint = EXCLUDED.fingerprint
-    RETURNING id, fingerprint, (xmax = 0) AS inserted
-), members AS (
-    INSERT INTO reminder_audience_members (audience_id, position, email, user_id)
-    SELECT upserted.id, m.position, m.email, m.user_id
-    FROM upserted JOIN planned USING (fingerprint)
-    JOIN unnest(CAST(:member_audience AS integer[]), CAST(:member_position AS integer[]),
-                CAST(:member_email AS text[]), CAST(:member_user AS integer[]))
-        AS m(audience, position, email, user_id) ON m.audience = planned.position
-    WHERE upserted.inserted
-    RETURNING 1
-)
-SELECT upserted.id FROM planned JOIN upserted USING (fingerprint) ORDER BY planned.position
+INSERT INTO reminder_audiences (fingerprint, created_at)
+SELECT fingerprint, :now FROM unnest(CAST(:fingerprints AS text[])) WITH ORDINALITY AS p(fingerprint, position)
+ORDER BY position
+ON CONFLICT (fingerprint) DO UPDATE SET fingerprint = EXCLUDED.fingerprint
+RETURNING fingerprint, id, (xmax = 0) AS inserted
 """
 
 
 def _postgresql_audience_ids(session: Session, audiences: Sequence[Audience], now: datetime) -> list[int]:
     unique, index_of = _unique(audiences)
-    params = {"fingerprint": [a.fingerprint for a in unique], "now": now, **_member_arrays(unique)}
     statement = _typed(text(_POSTGRESQL_AUDIENCES), {"now": ReminderAudience.__table__.c.created_at})
-    ids = list(session.execute(statement, params).scalars())
+    rows = session.execute(statement, {"fingerprints": [a.fingerprint for a in unique], "now": now}).all()
+    found = {fingerprint: audience_id for fingerprint, audience_id, _ in rows}
+    new = {audience_id for _, audience_id, inserted in rows if inserted}
+    ids = [found[audience.fingerprint] for audience in unique]
+    members = _members_json(unique, ids, new)
+    if members:
+        session.execute(text(
+            "INSERT INTO reminder_audience_members (audience_id, position, email, user_id) "
+            "SELECT CAST(m->>0 AS integer), CAST(m->>1 AS integer), m->>2, CAST(m->>3 AS integer) "
+            "FROM jsonb_array_elements(CAST(:members AS jsonb)) AS m"), {"members": members})
     return [ids[index] for index in index_of]
+
+
+def _members_json(audiences: Sequence[Audience], ids: Sequence[int], new: set[int]) -> str | None:
+    """The members of the audiences just inserted (``new`` ids) as one JSON array of
+    [audience id, position, email, user id], or None when every audience was there before."""
+    members = [[audience_id, position, email, user_id]
+               for audience_id, audience in zip(ids, audiences) if audience_id in new
+               for position, email, user_id in audience.members()]
+    return _json(members) if members else None
 
 
 def _unique(audiences: Sequence[Audience]) -> tuple[list[Audience], list[int]]:
@@ -264,14 +257,12 @@ def _sqlite_audience_ids(session: Session, audiences: Sequence[Audience], now: d
         "SELECT fingerprint, id FROM reminder_audiences WHERE fingerprint IN (SELECT value FROM json_each(:f))"),
         {"f": fingerprints}).all())
     ids = [found[audience.fingerprint] for audience in unique]
-    members = [[audience_id, position, email, user_id]
-               for audience_id, audience in zip(ids, unique) if audience_id > highest
-               for position, email, user_id in audience.members()]
+    members = _members_json(unique, ids, {audience_id for audience_id in ids if audience_id > highest})
     if members:
         session.execute(text(
             "INSERT INTO reminder_audience_members (audience_id, position, email, user_id) "
             "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
-            "json_extract(value, '$[3]') FROM json_each(:members)"), {"members": _json(members)})
+            "json_extract(value, '$[3]') FROM json_each(:members)"), {"members": members})
     return [ids[index] for index in index_of]
 
 
