@@ -18,6 +18,11 @@ behind, as in a real register:
 - ``providers``: the whole sweep including the providers reading the register, with that many
   organisations in the register (each with an APD review and an ICO registration falling due).
 
+After the first sweep (``pages_after_first_sweep``) and after the providers' sweep (``pages``),
+the seconds a coordinator's pages take to read what they show: the first and last page of
+notifications (told of every reminder), the home page's count, the outbox, the first page of what
+is due and the items of the year's calendar feed.
+
 The statement counts are the point: they are the same at 1,000 and at 100,000 items, because
 providers load in bulk, the claims already made are read in one query, and the new claims, their
 audiences and one e-mail digest per address are written in a fixed number of statements
@@ -48,6 +53,8 @@ AS_OF = date(2027, 1, 4)
 NOW = datetime(2027, 1, 4, 9, 0, tzinfo=timezone.utc)
 #: Organisations the generated items belong to (their DPO addresses are loaded once per sweep).
 ORGANISATIONS = 1_000
+#: Whose pages are timed: a coordinator is told of every reminder.
+COORDINATOR = "coordinator@dartford.example"
 
 
 def run(items: int = 100_000, small: int = 1_000, provider_organisations: tuple[int, ...] = (1_000, 10_000)) -> dict:
@@ -185,15 +192,40 @@ def _timed_sweep(session, items=None, as_of: date = AS_OF) -> dict[str, object]:
 
 
 def _core(session, n: int) -> dict[str, object]:
+    from app.reminders import service
+
     _clear(session)
     items = list(_generated_items(n))
     first = _timed_sweep(session, items)
     assert first["claimed"] == n, first
+    pages = _timed_pages(session, {
+        "notifications_first_page": lambda user: service.list_notifications(session, user, AS_OF),
+        "notifications_last_page": lambda user: service.list_notifications(
+            session, user, AS_OF, page=service.page_count(n, service.NOTIFICATIONS_PER_PAGE)),
+        "home_count": lambda user: service.active_notification_count(session, user, AS_OF),
+        "outbox": lambda user: [m.display_subject for m in service.outbox_view(session, user).waiting],
+    })
     next_day = _timed_sweep(session, items, AS_OF + timedelta(days=1))
     assert 0 < next_day["claimed"] < n, next_day
     rerun = _timed_sweep(session, items, AS_OF + timedelta(days=1))
     assert rerun["claimed"] == 0, rerun
-    return {"first_sweep": first, "next_day": next_day, "rerun": rerun}
+    return {"first_sweep": first, "pages_after_first_sweep": pages, "next_day": next_day, "rerun": rerun}
+
+
+def _timed_pages(session, calls) -> dict[str, float]:
+    """Seconds each of a coordinator's pages takes to read what it shows (its service call, on a
+    fresh session, so nothing is already loaded)."""
+    from app.auth import service as auth_service
+
+    seconds = {}
+    for name, call in calls.items():
+        session.close()
+        user = auth_service.find_user_by_email(session, COORDINATOR)
+        start = time.perf_counter()
+        call(user)
+        seconds[name] = round(time.perf_counter() - start, 3)
+    session.rollback()
+    return seconds
 
 
 def _floor(session, claims: int, emails: int) -> dict[str, object]:
@@ -233,12 +265,18 @@ def _floor(session, claims: int, emails: int) -> dict[str, object]:
 
 
 def _providers(session, organisations: int) -> dict[str, object]:
+    from app.reminders import service
+
     _clear(session)
     _bulk_organisations(session, "bench", organisations)
     first = _timed_sweep(session)
     rerun = _timed_sweep(session)
     assert rerun["claimed"] == 0
-    return {"first_sweep": first, "rerun": rerun}
+    pages = _timed_pages(session, {
+        "what_is_due_first_page": lambda user: service.what_is_due(session, user, AS_OF),
+        "calendar_feed_items": lambda user: service.due_for(session, user, AS_OF, days=365),
+    })
+    return {"first_sweep": first, "rerun": rerun, "pages": pages}
 
 
 if __name__ == "__main__":
