@@ -277,6 +277,11 @@ def page_count(total: int, per_page: int) -> int:
     return max(1, -(-total // per_page))
 
 
+def _check_page(page: int, per_page: int) -> None:
+    if page < 1 or per_page < 1:
+        raise ValidationFailed({"page": "Pages are numbered from 1."})
+
+
 #: Reminders on one page of a user's notifications: a first sweep of a large register can tell a
 #: coordinator of thousands.
 NOTIFICATIONS_PER_PAGE = 50
@@ -330,8 +335,7 @@ def list_notifications(session: Session, user: User, as_of: date, *, page: int =
                        per_page: int = NOTIFICATIONS_PER_PAGE, listed: int = 50) -> NotificationLists:
     """Page ``page`` of the reminders ``user`` has to deal with (soonest due first), and the
     first ``listed`` snoozed (soonest back first) and acknowledged (latest first)."""
-    if page < 1 or per_page < 1:
-        raise ValidationFailed({"page": "Pages are numbered from 1."})
+    _check_page(page, per_page)
 
     def shown(condition, order, limit, offset=0) -> list[ShownReminder]:
         return [ShownReminder(claim, state) for claim, state in session.execute(
@@ -471,13 +475,13 @@ def due_for(session: Session, user: User, as_of: date, days: int) -> list[due.Du
 def what_is_due(session: Session, user: User, as_of: date, days: int = 90, *, page: int = 1,
                 per_page: int = DUE_PER_PAGE) -> DuePage:
     """Page ``page`` of :func:`due_for`, each item with the latest reminder claimed for it."""
-    if page < 1 or per_page < 1:
-        raise ValidationFailed({"page": "Pages are numbered from 1."})
+    _check_page(page, per_page)
     items = due_for(session, user, as_of, days)
     shown = items[(page - 1) * per_page:page * per_page]
     latest = _latest_claims(session, [item.key for item in shown])
     rows = [DueRow(item, due.urgency(item.due_on, as_of), latest.get(item.key)) for item in shown]
-    return DuePage(rows, len(items), sum(1 for item in items if item.due_on < as_of), page, per_page)
+    overdue = sum(1 for item in items if due.urgency(item.due_on, as_of) == "overdue")
+    return DuePage(rows, len(items), overdue, page, per_page)
 
 
 def _latest_claims(session: Session, keys: list[tuple[str, str, str, date]]

@@ -38,13 +38,18 @@ def _page_number(value: str | None) -> int:
     return int(value)
 
 
+def _to_last_page(endpoint: str, pages: int):
+    """Where a page beyond the last one goes (its last reminders were dealt with): the last page."""
+    return redirect(url_for(endpoint, page=pages if pages > 1 else None))
+
+
 @bp.get("/due")
 def due():
     as_of = today()
     page = _page_number(request.args.get("page"))
     due_page = service.what_is_due(db.session, current_user, as_of, days=90, page=page)
     if page > due_page.pages:
-        return redirect(url_for("reminders.due", page=due_page.pages if due_page.pages > 1 else None))
+        return _to_last_page("reminders.due", due_page.pages)
     return render_template("reminders/due.html", due_page=due_page, as_of=as_of, title="What is due")
 
 
@@ -53,8 +58,8 @@ def notifications():
     as_of = today()
     page = _page_number(request.args.get("page"))
     lists = service.list_notifications(db.session, current_user, as_of, page=page)
-    if page > lists.pages:  # the last reminders of the last page were dealt with
-        return redirect(url_for("reminders.notifications", page=lists.pages if lists.pages > 1 else None))
+    if page > lists.pages:
+        return _to_last_page("reminders.notifications", lists.pages)
     return render_template("reminders/notifications.html", lists=lists, as_of=as_of, title="Notifications")
 
 
