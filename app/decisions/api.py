@@ -37,7 +37,7 @@ def exchange_out(exchange: Exchange) -> dict:
     return to_jsonable_python({
         "id": exchange.id, "status": exchange.status, "may_proceed": exchange.may_proceed,
         "requested_at": exchange.requested_at, "requested_by": exchange.requested_by.email,
-        "from_org": exchange.from_organisation.code, "to_org": exchange.to_organisation.code,
+        "from_org": exchange.from_org, "to_org": exchange.to_org,
         "request": exchange.request, "decision": exchange.decision,
         "resolution": None if resolution is None else {
             "decision": resolution.decision, "reasons": resolution.reasons,

@@ -60,6 +60,15 @@ class Exchange(db.Model):
     )
 
     @property
+    def from_org(self) -> str:
+        """The sender's code as requested: organisation codes never change, so no join is needed."""
+        return self.request["from_org"]
+
+    @property
+    def to_org(self) -> str:
+        return self.request["to_org"]
+
+    @property
     def may_proceed(self) -> bool:
         """Whether data may now be sent: allowed, accepted as an emergency, or approved on referral."""
         if self.outcome in ("allow", "allow_emergency"):

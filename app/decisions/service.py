@@ -42,8 +42,18 @@ MAX_APPROVAL = timedelta(days=366)
 
 # --- the snapshot -----------------------------------------------------------------------------
 
-_snapshots: dict[str, tuple[int, Snapshot]] = {}
-_snapshots_lock = threading.Lock()
+@dataclass(frozen=True)
+class Register:
+    """What checking and recording read from the register, as of one revision."""
+
+    revision: int
+    snapshot: Snapshot
+    #: Organisation ids by code (codes never change), so recording an exchange looks up neither party.
+    organisation_ids: Mapping[str, int]
+
+
+_registers: dict[str, Register] = {}
+_registers_lock = threading.Lock()
 
 
 def register_facts(session: Session) -> tuple[list[OrganisationFacts], list[SignatureFacts]]:
@@ -84,29 +94,34 @@ def build_current_snapshot(session: Session, bundle: PolicyBundle | None = None,
     return build_snapshot(bundle or protocols.stored_bundle(session), organisations, signatures, signoffs)
 
 
-def current_snapshot(session: Session) -> Snapshot:
-    """The snapshot for this database, rebuilt only when the register revision has moved."""
+def current_register(session: Session) -> Register:
+    """The register for this database, rebuilt only when the register revision has moved."""
     key = session.get_bind().url.render_as_string(hide_password=True)
     revision = registry.current_revision(session)
-    cached = _snapshots.get(key)
-    if cached is not None and cached[0] == revision:
-        return cached[1]
-    snapshot = build_current_snapshot(session)
-    with _snapshots_lock:
-        _snapshots[key] = (revision, snapshot)
-    return snapshot
+    cached = _registers.get(key)
+    if cached is not None and cached.revision == revision:
+        return cached
+    register = Register(revision, build_current_snapshot(session),
+                        dict(session.execute(select(Organisation.code, Organisation.id)).all()))
+    with _registers_lock:
+        _registers[key] = register
+    return register
 
 
-def _with_live_ad_hoc_count(session: Session, snapshot: Snapshot, request: ExchangeRequest) -> Snapshot:
+def current_snapshot(session: Session) -> Snapshot:
+    return current_register(session).snapshot
+
+
+def _with_live_ad_hoc_count(session: Session, register: Register, request: ExchangeRequest) -> Snapshot:
     """The snapshot with this pair's one-off count in the K-MISA window, counted now."""
+    snapshot = register.snapshot
     if request.protocol is not None:
         return snapshot
     as_of = request.as_of
     moment = as_of if isinstance(as_of, datetime) else datetime.combine(as_of, datetime.max.time(), LONDON)
     since = moment - timedelta(days=snapshot.kmisa.ad_hoc_window_days)
-    ids = dict(session.execute(select(Organisation.code, Organisation.id)
-                               .where(Organisation.code.in_([request.from_org, request.to_org]))).all())
-    if len(ids) < 2:
+    ids = register.organisation_ids
+    if request.from_org not in ids or request.to_org not in ids:
         return snapshot
     a, b = ids[request.from_org], ids[request.to_org]
     count = session.scalar(select(func.count()).select_from(Exchange).where(
@@ -132,8 +147,7 @@ def check(session: Session, actor: User, data: Mapping[str, Any], *, now: dateti
     """A dry run: what the answer is (or was, or would be on ``as_of``). Nothing is recorded."""
     require_role(actor, *REQUESTERS, action="check an exchange")
     request = parse_request(data, default_as_of=now)
-    snapshot = current_snapshot(session)
-    return decide(request, _with_live_ad_hoc_count(session, snapshot, request))
+    return decide(request, _with_live_ad_hoc_count(session, current_register(session), request))
 
 
 def record(session: Session, actor: User, data: Mapping[str, Any], *, now: datetime) -> Exchange:
@@ -146,18 +160,18 @@ def record(session: Session, actor: User, data: Mapping[str, Any], *, now: datet
     if request.from_org != actor.organisation.code and not actor.has_role(Role.ADMIN):
         raise ValidationFailed({"from_org": f"You act for {actor.organisation.name}: from_org must be "
                                             f"{actor.organisation.code}"})
-    snapshot = current_snapshot(session)
-    decision = decide(request, _with_live_ad_hoc_count(session, snapshot, request))
-    organisations = {o.code: o for o in session.scalars(
-        select(Organisation).where(Organisation.code.in_([request.from_org, request.to_org])))}
-    missing = [c for c in (request.from_org, request.to_org) if c not in organisations]
+    register = current_register(session)
+    snapshot = register.snapshot
+    decision = decide(request, _with_live_ad_hoc_count(session, register, request))
+    ids = register.organisation_ids
+    missing = [c for c in (request.from_org, request.to_org) if c not in ids]
     if missing:
         raise ValidationFailed({("from_org" if c == request.from_org else "to_org"):
                                 f"There is no organisation with the code {c!r}" for c in missing})
     protocol = snapshot.protocols.get((decision.protocol_code, decision.protocol_version)) \
         if decision.protocol_code else None
     exchange = Exchange(
-        from_organisation=organisations[request.from_org], to_organisation=organisations[request.to_org],
+        from_organisation_id=ids[request.from_org], to_organisation_id=ids[request.to_org],
         requested_by=actor, requested_at=now, purpose=request.purpose, protocol_code=decision.protocol_code,
         protocol_version=decision.protocol_version, protocol_hash=decision.protocol_hash,
         subgroup_code=protocol.subgroup if protocol else None, bundle_hash=decision.bundle_hash,
