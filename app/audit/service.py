@@ -39,15 +39,21 @@ def actor_label(actor: "User | str | None") -> tuple[str | None, int | None]:
     return actor.email, actor.id
 
 
-def _serialise_appends(session: Session) -> None:
-    """Make concurrent appenders take turns, so two cannot read the same head.
+def _locked_head(session: Session) -> tuple[int, str] | None:
+    """The chain's last (seq, hash), read once concurrent appenders can no longer move it.
 
     PostgreSQL: a transaction-scoped advisory lock, released at commit or rollback (locking the
-    last row does not serialise appends: a new row is invisible to the lock). SQLite: writing
+    last row does not serialise appends: a new row is invisible to the lock), taken and followed
+    by the read in one round trip by ``audit_chain_head_locked`` (migration 0010). SQLite: writing
     transactions already began with BEGIN IMMEDIATE (``app.database``).
     """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_APPEND_LOCK})
+        head = session.execute(text("SELECT seq, hash FROM audit_chain_head_locked(:key)"),
+                               {"key": AUDIT_APPEND_LOCK}).first()
+    else:
+        head = session.execute(select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+                               ).first()
+    return None if head is None else (head.seq, head.hash)
 
 
 def record(
@@ -73,9 +79,8 @@ def record(
     """
     details = _with_filter_values(details, protocol=protocol, subgroup=subgroup, outcome=outcome,
                                   counterparty=counterparty)
-    _serialise_appends(session)
-    head = session.execute(select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)).first()
-    seq, prev_hash = (head.seq + 1, head.hash) if head else (1, chain.GENESIS_HASH)
+    head = _locked_head(session)
+    seq, prev_hash = (head[0] + 1, head[1]) if head else (1, chain.GENESIS_HASH)
     label, user_id = actor_label(actor)
     sealed = chain.seal(
         seq=seq,
@@ -224,8 +229,7 @@ def create_checkpoint(session: Session, *, now: datetime, signing_key: Ed25519Pr
     contain a signature over itself. That event (carrying the signature) is covered by the next
     checkpoint, so every checkpoint but the latest is itself inside a signed stretch.
     """
-    _serialise_appends(session)  # the head must not move between signing and recording
-    current = head(session)
+    current = _locked_head(session)  # the head must not move between signing and recording
     if current is None:
         raise Conflict("The audit trail is empty: there is nothing to sign yet.")
     signed = chain.sign_checkpoint(signing_key, chain.key_id_for(signing_key), current[0], current[1], now)
