@@ -169,10 +169,10 @@ def _generated_items(n: int):
 
 def _clear(session) -> None:
     from app.reminders.models import (Notification, OutboxMessage, ReminderAudience, ReminderAudienceMember,
-                                      ReminderClaim, ReminderSweep)
+                                      ReminderClaim, ReminderSweep, ReminderSweepAudience)
 
-    for model in (Notification, OutboxMessage, ReminderClaim, ReminderAudienceMember, ReminderAudience,
-                  ReminderSweep):
+    for model in (Notification, OutboxMessage, ReminderClaim, ReminderSweepAudience, ReminderAudienceMember,
+                  ReminderAudience, ReminderSweep):
         session.execute(delete(model))
     session.commit()
 
@@ -241,6 +241,8 @@ def _floor(session, claims: int, emails: int) -> dict[str, object]:
     steps = {
         "sweep": ("INSERT INTO reminder_sweeps (as_of, ran_at) VALUES (:as_of, :now)", {}),
         "audience": ("INSERT INTO reminder_audiences (fingerprint, created_at) VALUES ('floor', :now)", {}),
+        "sweep_audience": (f"INSERT INTO reminder_sweep_audiences (sweep_id, audience_id) SELECT {sweep}, {audience}",
+                           {}),
         "claims": ("INSERT INTO reminder_claims (kind, subject_type, subject_id, due_on, milestone, title, escalated, "
                    f"as_of, claimed_at, sweep_id, audience_id) SELECT 'apd_review', 'floor', 'item-' || g, {due_on}, "
                    f"'before:7', 'Benchmark partner: review the APD', false, :as_of, :now, {sweep}, {audience} "

@@ -1,4 +1,5 @@
 import logging
+from contextlib import contextmanager
 from logging.config import fileConfig
 
 from flask import current_app
@@ -94,8 +95,41 @@ def run_migrations_online():
             **conf_args
         )
 
-        with context.begin_transaction():
-            context.run_migrations()
+        with _sqlite_foreign_keys_checked_at_the_end(connection):
+            with context.begin_transaction():
+                context.run_migrations()
+                _check_sqlite_foreign_keys(connection)
+
+
+@contextmanager
+def _sqlite_foreign_keys_checked_at_the_end(connection):
+    """On SQLite, migrate with foreign keys unenforced, then check them all before committing.
+
+    SQLite changes a table's constraints by rebuilding it (Alembic's batch mode): a copy is
+    made, the old table dropped and the copy renamed. With foreign keys enforced, dropping a
+    table other rows refer to fails (or deletes them), so SQLite's own procedure for altering a
+    table turns enforcement off first, outside any transaction, and checks every reference
+    before the end: ``_check_sqlite_foreign_keys`` does, so a migration that breaks one rolls
+    back whole. PostgreSQL alters constraints in place and needs none of this.
+    """
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    raw = connection.connection.driver_connection
+    raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA foreign_keys=ON")
+
+
+def _check_sqlite_foreign_keys(connection):
+    if connection.dialect.name != "sqlite":
+        return
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        raise RuntimeError("The migration would leave rows referring to rows that do not exist "
+                           f"(table, row id, referred table, constraint): {[tuple(row) for row in broken]}")
 
 
 if context.is_offline_mode():

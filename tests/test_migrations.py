@@ -93,4 +93,20 @@ def test_claims_made_before_audiences_keep_who_was_told_and_what_they_did(empty_
         assert [n.id for n in lists.acknowledged] == [1] and [n.id for n in lists.active] == [2]
         assert [n.id for n in service.list_notifications(db.session, two, date(2026, 12, 2)).active] == [1]
         db.session.remove()
+
+        # Migration 0011: the day's claims get a sweep, which tells their audiences.
+        with db.engine.connect() as connection:
+            swept = connection.execute(text(
+                "SELECT c.id, s.as_of FROM reminder_claims AS c JOIN reminder_sweep_audiences AS t "
+                "ON t.sweep_id = c.sweep_id AND t.audience_id = c.audience_id "
+                "JOIN reminder_sweeps AS s ON s.id = t.sweep_id ORDER BY c.id")).all()
+        assert [(claim, str(as_of)) for claim, as_of in swept] == [(1, "2026-12-02"), (2, "2026-12-02")]
+
+        # And back, with the claims, e-mails and notifications still there (on SQLite, tables
+        # that other rows refer to are rebuilt).
+        downgrade(revision="0007")
+        with db.engine.connect() as connection:
+            kept = [connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+                    for table in ("reminder_claims", "outbox_messages", "notifications")]
+        assert kept == [2, 3, 3]
         db.engine.dispose()

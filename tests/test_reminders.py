@@ -15,7 +15,8 @@ from pathlib import Path
 import icalendar
 import pytest
 import time_machine
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from app.audit.models import AuditEvent
 from app.auth import service as auth_service
@@ -26,7 +27,8 @@ from app.decisions import service as decisions
 from app.decisions.models import Exchange
 from app.registry.demo import demo_pending_signoffs
 from app.reminders import bulk, jobs, outbox, service
-from app.reminders.models import CalendarFeedToken, Notification, OutboxMessage, ReminderClaim
+from app.reminders.models import (CalendarFeedToken, Notification, OutboxMessage, ReminderClaim,
+                                  ReminderSweepAudience)
 from tests.mailbox import Mailbox
 from tests.transfers_support import POLICE_OFFICER, record_allowed_exchange, send
 
@@ -302,6 +304,31 @@ def test_a_milestone_claimed_first_by_another_sweep_is_skipped_with_all_it_would
     assert claims(session, subject_id="fourth")[0].audience_id == made["first"].audience_id
     assert third.messages == 1
     session.rollback()
+
+
+def test_a_claim_names_an_audience_its_own_sweep_tells(app, session, demo):
+    """One foreign key holds a claim to its sweep and its audience together: a sweep records the
+    audiences it tells, and a claim naming one that sweep never told is refused."""
+    now = datetime.now(LONDON)
+    audiences = [bulk.Audience(("a@one.example",), ()), bulk.Audience(("b@two.example",), ())]
+    made = [bulk.claim_and_fan_out(session, [bulk.PlannedClaim("apd_review", "pair-test", subject, DUE, "before:90",
+                                                               subject, False, 0)], [audience], as_of=TODAY, now=now)
+            for subject, audience in (("one", audiences[0]), ("two", audiences[1]))]
+    told_by = {sweep: set(session.scalars(select(ReminderSweepAudience.audience_id)
+                                          .where(ReminderSweepAudience.sweep_id == sweep)))
+               for sweep in (made[0].sweep_id, made[1].sweep_id)}
+    one, two = (claims(session, subject_id=subject)[0] for subject in ("one", "two"))
+    assert told_by == {made[0].sweep_id: {one.audience_id}, made[1].sweep_id: {two.audience_id}}
+    session.commit()
+    with pytest.raises(IntegrityError):
+        with session.begin_nested():
+            session.execute(update(ReminderClaim).where(ReminderClaim.id == one.id)
+                            .values(audience_id=two.audience_id))
+    with pytest.raises(IntegrityError):
+        with session.begin_nested():
+            session.execute(update(ReminderClaim).where(ReminderClaim.id == one.id).values(audience_id=None))
+    session.rollback()
+    assert claims(session, subject_id="one")[0].audience_id == one.audience_id
 
 
 def test_after_ten_days_of_downtime_only_the_latest_missed_milestone_goes_out(app, session, demo, mailbox):

@@ -116,14 +116,27 @@ def claim_and_fan_out(session: Session, claims: Sequence[PlannedClaim], audience
                                .returning(ReminderSweep.id)).scalar_one()
     if dialect == "postgresql":
         audience_ids = _postgresql_audience_ids(session, audiences, now)
+        _sweep_audiences(session, sweep_id, audience_ids)
         return _postgresql_claims(session, claims, audience_ids, sweep_id=sweep_id, as_of=as_of, now=now)
     audience_ids = _sqlite_audience_ids(session, audiences, now)
+    _sweep_audiences(session, sweep_id, audience_ids)
     return _sqlite_claims(session, claims, audiences, audience_ids, sweep_id=sweep_id, as_of=as_of, now=now)
 
 
 def _typed(statement, names_to_columns: Mapping[str, Any]):
     """Bind the constants with their columns' types, so they are stored as the ORM stores them."""
     return statement.bindparams(*(bindparam(name, type_=column.type) for name, column in names_to_columns.items()))
+
+
+def _sweep_audiences(session: Session, sweep_id: int, audience_ids: Sequence[int]) -> None:
+    """Record the audiences this sweep tells, which its claims then name (``ReminderSweepAudience``)."""
+    distinct = sorted(set(audience_ids))
+    if session.get_bind().dialect.name == "postgresql":
+        rows, ids = "unnest(CAST(:ids AS integer[]))", distinct
+    else:
+        rows, ids = "value FROM json_each(:ids)", _json(distinct)
+    session.execute(text(f"INSERT INTO reminder_sweep_audiences (sweep_id, audience_id) SELECT :sweep, {rows}"),
+                    {"sweep": sweep_id, "ids": ids})
 
 
 # PostgreSQL, audiences: two statements. An audience seen before is found by its fingerprint (the
