@@ -265,10 +265,10 @@ def test_emergency_reviews_referrals_and_retention_deadlines_go_out_at_each_mile
     assert [c.as_of for c in claims(session, kind="referral_waiting")].count(later) == 1
 
 
-def test_a_milestone_claimed_first_by_another_sweep_is_skipped_with_all_it_would_send(app, session, demo):
+def test_a_milestone_claimed_already_is_refused_with_all_its_sweep_would_send(app, session, demo):
     """Each claim names its audience; each address of the audiences of the claims a sweep made gets
-    one digest listing them; a claim already made is skipped, and the others still get their own
-    audience."""
+    one digest listing them. A claim already made is refused by the unique constraint, and the
+    whole sweep with it: nothing of it is written, so nothing is sent twice."""
     coordinator = auth_service.find_user_by_email(session, "coordinator@dartford.example")
     now = datetime.now(LONDON)
     audiences = [bulk.Audience(("a@one.example",), (coordinator.id,)),
@@ -280,7 +280,14 @@ def test_a_milestone_claimed_first_by_another_sweep_is_skipped_with_all_it_would
 
     first = bulk.claim_and_fan_out(session, [planned("first", 0)], audiences, as_of=TODAY, now=now)
     assert (first.claimed, first.messages, first.notifications) == (1, 1, 1)
-    second = bulk.claim_and_fan_out(session, [planned("second", 1), planned("first", 1), planned("third", 0)],
+    written = {model: session.scalar(select(func.count()).select_from(model))
+               for model in (ReminderClaim, ReminderSweepAudience, OutboxMessage)}
+    with pytest.raises(IntegrityError):
+        with session.begin_nested():
+            bulk.claim_and_fan_out(session, [planned("second", 1), planned("first", 1)], audiences, as_of=TODAY,
+                                   now=now)
+    assert {model: session.scalar(select(func.count()).select_from(model)) for model in written} == written
+    second = bulk.claim_and_fan_out(session, [planned("second", 1), planned("third", 0)],
                                     audiences, as_of=TODAY, now=now)
     assert (second.claimed, second.messages, second.notifications, second.kinds) == (2, 3, 1, {"apd_review": 2})
     made = {c.subject_id: c for c in claims(session, subject_type="bulk-test")}

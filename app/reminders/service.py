@@ -28,7 +28,7 @@ from app.auth.models import Role, User, UserRole
 from app.auth.permissions import require_role
 from app.errors import NotFound, ValidationFailed
 from app.reminders import due, providers
-from app.reminders.bulk import Audience, PlannedClaim, claim_and_fan_out
+from app.reminders.bulk import Audience, PlannedClaim, claim_and_fan_out, take_turn
 from app.reminders.models import (CalendarFeedToken, Notification, OutboxMessage, ReminderAudienceMember,
                                   ReminderClaim)
 from app.reminders.outbox import load_digests
@@ -207,11 +207,14 @@ def sweep(session: Session, *, as_of: date, now: datetime, actor: Any = SCHEDULE
           dry_run: bool = False, items: Iterable[due.DueItem] | None = None) -> SweepResult:
     """Claim and send every reminder due on ``as_of``, exactly once per milestone.
 
-    Claims are inserted with ``ON CONFLICT DO NOTHING``: if another sweep (a second scheduler,
-    an operator's command) claimed the same milestone first, the insert returns nothing for it
-    and this sweep sends nothing for it. The e-mails and notifications are written in the same
-    transaction as the claims; the e-mails leave later from the outbox.
+    A sweep that sends takes its turn first (``bulk.take_turn``): a second scheduler, or an
+    operator's command, waits until this one commits, then reads these claims as made and plans
+    nothing of them. The unique constraint on claims still refuses a milestone claimed twice.
+    The e-mails and notifications are written in the same transaction as the claims; the e-mails
+    leave later from the outbox.
     """
+    if not dry_run:
+        take_turn(session)
     with _cyclic_collector_paused():
         result = SweepResult(as_of=as_of, dry_run=dry_run, planned=plan_reminders(session, as_of, items=items))
         if dry_run or not result.planned:
