@@ -94,6 +94,11 @@ SWEEP_WORK_MEM = "64MB"
 SWEEP_LOCK = 0x41434344_52445253
 
 
+def _index_order(claim: PlannedClaim) -> tuple[date, PlannedClaim]:
+    """(due date, kind, subject type, subject id, milestone): the unique constraint's order."""
+    return claim.due_on, claim
+
+
 def take_turn(session: Session) -> None:
     """Wait until no other sweep is between reading what is claimed and committing its claims.
 
@@ -121,9 +126,10 @@ def claim_and_fan_out(session: Session, claims: Sequence[PlannedClaim], audience
     if not claims:
         return FanOut()
     take_turn(session)
-    # Inserted in the order of the unique constraint (PlannedClaim's first fields): its index then
-    # takes them page by page instead of all over (0.4 s of a 100,000-claim sweep on PostgreSQL).
-    claims = sorted(claims)
+    # Inserted in the order of the unique constraint's index: it then takes them page by page
+    # instead of all over (0.4 s of a 100,000-claim sweep on PostgreSQL). Planning lists them
+    # in nearly that order already (soonest due first), so the sort has little to do.
+    claims = sorted(claims, key=_index_order)
     if now.tzinfo is not None:
         now = now.astimezone(timezone.utc)  # SQLite keeps naive UTC text, as the ORM writes it
     dialect = session.get_bind().dialect.name

@@ -80,7 +80,7 @@ class ReminderClaim(db.Model):
     kind: Mapped[str] = mapped_column(String(32))
     subject_type: Mapped[str] = mapped_column(String(32))
     subject_id: Mapped[str] = mapped_column(String(100))
-    due_on: Mapped[date] = mapped_column(Date, index=True)
+    due_on: Mapped[date] = mapped_column(Date)
     #: ``before:30``, ``before:0`` (the due day) or ``overdue:N`` (N intervals late).
     milestone: Mapped[str] = mapped_column(String(16))
     #: The day the sweep that claimed it was run for (its ``as_of``).
@@ -98,7 +98,10 @@ class ReminderClaim(db.Model):
 
     __table_args__ = (
         # Named explicitly: the conventional name is 64 characters, one more than PostgreSQL keeps.
-        UniqueConstraint("kind", "subject_type", "subject_id", "due_on", "milestone",
+        # Due date first: a sweep reads the claims already made over a range of due dates, and
+        # _latest_claims looks up (due date, kind, subject): this index serves both, with no
+        # index on the due date of its own to keep up for every claim.
+        UniqueConstraint("due_on", "kind", "subject_type", "subject_id", "milestone",
                          name="uq_reminder_claims_milestone"),
         # Who was told, in which sweep: a user's notifications and a digest's reminders both start
         # from the audience. One index, not one each: a first sweep inserts a claim per item.
