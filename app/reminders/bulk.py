@@ -22,6 +22,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import date, datetime, timezone
 from typing import Any, NamedTuple
 
@@ -63,7 +64,7 @@ class Audience:
         object.__setattr__(self, "emails", tuple(dict.fromkeys(self.emails)))
         object.__setattr__(self, "user_ids", tuple(dict.fromkeys(self.user_ids)))
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         return fingerprint(self.emails, self.user_ids)
 
@@ -75,8 +76,8 @@ class Audience:
 
 @dataclass(frozen=True)
 class FanOut:
-    """What a sweep wrote: claims (those another sweep had not claimed first), e-mail digests, and
-    how many (reminder, user) notifications those claims show in the app."""
+    """What a sweep wrote: claims, e-mail digests, and how many (reminder, user) notifications
+    those claims show in the app."""
 
     claimed: int = 0
     messages: int = 0
