@@ -37,6 +37,8 @@ class Config:
     #: SQLAlchemy URL; empty means SQLite in the instance folder (the embedded default).
     SQLALCHEMY_DATABASE_URI = os.environ.get("ACCORD_DATABASE_URL", "")
     SQLALCHEMY_ENGINE_OPTIONS: dict = {}
+    #: PostgreSQL: a pooled connection idle this long is checked before reuse (``app.database``).
+    DATABASE_PING_AFTER_SECONDS = _env_int("ACCORD_DATABASE_PING_AFTER_SECONDS", 10)
     SQLALCHEMY_RECORD_QUERIES = False
 
     SECRET_KEY = os.environ.get("ACCORD_SECRET_KEY", "")

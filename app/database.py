@@ -5,15 +5,22 @@ busy timeout instead of instant "database is locked" errors, and ``BEGIN IMMEDIA
 transaction that may write, so two writers can never both read the audit chain head (pysqlite's
 default deferred transactions let them; DESIGN §11). Requests that only read (GET, HEAD) begin
 deferred so they do not queue behind writers.
+
+PostgreSQL: a pooled connection that has sat idle for ``DATABASE_PING_AFTER_SECONDS`` is pinged
+before it is handed out, and replaced if the server has gone (restarted, failed over, or closed it
+as idle). A connection returned to the pool within that time is handed out as it is: under load
+that is every one of them, and a ping on every checkout (``pool_pre_ping``) cost each request a
+round trip.
 """
 from __future__ import annotations
 
 import contextvars
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from flask import Flask, request
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import Engine
 
 from app.extensions import db
@@ -62,12 +69,44 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN" if _read_only.get() else "BEGIN IMMEDIATE")
 
 
+#: Where a pooled connection notes when it was last returned (``time.monotonic()``).
+_RETURNED_AT = "accord_returned_at"
+
+
+def ping_idle_connections(engine: Engine, after_seconds: float) -> None:
+    """Check a pooled connection is alive before reuse if it was idle longer than ``after_seconds``.
+
+    The pool's documented way to refuse a connection: ``DisconnectionError`` from a checkout
+    listener makes it discard that connection and try another (or a new one), up to three times.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _fresh(_dbapi_connection, record) -> None:
+        record.info[_RETURNED_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection, record) -> None:
+        record.info[_RETURNED_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _check(dbapi_connection, record, _proxy) -> None:
+        returned = record.info.get(_RETURNED_AT)
+        if returned is not None and time.monotonic() - returned < after_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            raise exc.DisconnectionError(f"A pooled connection failed its check: {error}") from error
+
+
 def init_app(app: Flask) -> None:
     """Bind the engine hooks and mark read-only requests."""
     with app.app_context():
         engine = db.engine
         if engine.dialect.name == "sqlite":
             _configure_sqlite(engine)
+        elif not app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("pool_pre_ping"):
+            ping_idle_connections(engine, app.config["DATABASE_PING_AFTER_SECONDS"])
 
     @app.before_request
     def _mark_read_only() -> None:

@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 from flask import Flask, render_template, request
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from app.api.errors import error_response
 from app.errors import AccordError, ValidationFailed
 from app.extensions import db
+
+
+#: What a client is told to wait after the database connection was lost.
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 def _wants_json() -> bool:
@@ -37,6 +42,21 @@ def register(app: Flask) -> None:
         for name, value in headers:
             response.headers[name] = value
         return response
+
+    @app.errorhandler(DBAPIError)
+    def handle_database_error(exc: DBAPIError):
+        if not exc.connection_invalidated:
+            return handle_unexpected(exc)
+        # The server went away (restart, failover) under a running request; the pool has already
+        # dropped its connections, so the next request gets a fresh one.
+        db.session.rollback()
+        app.logger.warning("Lost the database connection on %s %s", request.method, request.path)
+        message = ("The connection to the database was lost. Try again in a few seconds; if you were "
+                   "recording something, look for it first: it may have been saved just before the connection went.")
+        headers = [("Retry-After", str(DATABASE_RETRY_AFTER_SECONDS))]
+        if _wants_json():
+            return error_response(503, "database_unavailable", message, headers=headers)
+        return render_template("web/error.html", status=503, message=message), 503, headers
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception):
