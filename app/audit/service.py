@@ -39,6 +39,11 @@ def actor_label(actor: "User | str | None") -> tuple[str | None, int | None]:
     return actor.email, actor.id
 
 
+#: Built once: every append runs it, and a statement's construction and cache key cost more
+#: than this one takes to run.
+_HEAD_LOCKED = text("SELECT seq, hash FROM audit_chain_head_locked(:key)")
+
+
 def _locked_head(session: Session) -> tuple[int, str] | None:
     """The chain's last (seq, hash), read once concurrent appenders can no longer move it.
 
@@ -48,8 +53,7 @@ def _locked_head(session: Session) -> tuple[int, str] | None:
     transactions already began with BEGIN IMMEDIATE (``app.database``).
     """
     if session.get_bind().dialect.name == "postgresql":
-        head = session.execute(text("SELECT seq, hash FROM audit_chain_head_locked(:key)"),
-                               {"key": AUDIT_APPEND_LOCK}).first()
+        head = session.execute(_HEAD_LOCKED, {"key": AUDIT_APPEND_LOCK}).first()
     else:
         head = session.execute(select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
                                ).first()

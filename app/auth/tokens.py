@@ -6,8 +6,9 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Select, bindparam, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from app.audit import service as audit
@@ -67,15 +68,24 @@ def authenticate(session: Session, plaintext: str, *, now: datetime, pepper: str
     public, _, secret = plaintext[len(TOKEN_PREFIX):].partition("_")
     if not public or not secret:
         return None
-    # One statement for the token, its user, organisation and roles: every API request pays for it.
-    user = joinedload(ApiToken.user)
-    token = session.scalars(select(ApiToken).where(ApiToken.prefix == public).options(
-        user.joinedload(User.organisation), user.joinedload(User.role_rows))).unique().one_or_none()
+    token = session.scalars(_token_by_prefix(), {"prefix": public}).unique().one_or_none()
     if token is None or not hmac.compare_digest(token.token_hash, _digest(pepper, plaintext)):
         return None
     if token.revoked_at is not None or as_utc(token.expires_at) <= now or not token.user.is_enabled:
         return None
     return token
+
+
+@cache
+def _token_by_prefix() -> Select:
+    """One statement for the token, its user, organisation and roles: every API request pays for it.
+
+    Built once: building it, and working out its cache key, cost a quarter of a millisecond of
+    CPU per request, more than running it.
+    """
+    user = joinedload(ApiToken.user)
+    return select(ApiToken).where(ApiToken.prefix == bindparam("prefix")).options(
+        user.joinedload(User.organisation), user.joinedload(User.role_rows))
 
 
 def revoke(session: Session, actor: User, token: ApiToken, *, now: datetime) -> None:

@@ -5,9 +5,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from app.audit import service as audit
@@ -40,7 +41,14 @@ def bump_revision(session: Session) -> None:
 
 
 def current_revision(session: Session) -> int:
-    return session.scalar(select(RegisterRevision.revision).where(RegisterRevision.id == 1)) or 0
+    """Every check and recorded exchange asks (``decisions.service.current_register``)."""
+    return session.scalar(_revision()) or 0
+
+
+@cache
+def _revision() -> Select:
+    # Built once, as the token lookup is (``auth.tokens._token_by_prefix``).
+    return select(RegisterRevision.revision).where(RegisterRevision.id == 1)
 
 
 # --- reading ---------------------------------------------------------------------------------
