@@ -80,13 +80,12 @@ def ping_idle_connections(engine: Engine, after_seconds: float) -> None:
     listener makes it discard that connection and try another (or a new one), up to three times.
     """
 
-    @event.listens_for(engine, "connect")
-    def _fresh(_dbapi_connection, record) -> None:
+    def _note_time(_dbapi_connection, record) -> None:
         record.info[_RETURNED_AT] = time.monotonic()
 
-    @event.listens_for(engine, "checkin")
-    def _returned(_dbapi_connection, record) -> None:
-        record.info[_RETURNED_AT] = time.monotonic()
+    # A new connection is as good as one just returned.
+    event.listen(engine, "connect", _note_time)
+    event.listen(engine, "checkin", _note_time)
 
     @event.listens_for(engine, "checkout")
     def _check(dbapi_connection, record, _proxy) -> None:
