@@ -39,22 +39,6 @@ def make_app(database_url, tmp_path, pg_server, demo):
             db.engine.dispose()
 
 
-def _token(app) -> dict[str, str]:
-    from datetime import timedelta
-
-    from app.auth import service, tokens
-    from app.clock import utcnow
-    from app.extensions import db
-
-    with app.app_context():
-        user = service.find_user_by_email(db.session, READER)
-        issued = tokens.create_token(db.session, "test", user, name="test", scopes=["read"],
-                                     lifetime=timedelta(days=1), now=utcnow(), pepper=app.config["TOKEN_PEPPER"])
-        db.session.commit()
-        db.session.remove()
-    return {"Authorization": f"Bearer {issued.plaintext}"}
-
-
 def _close_server_side(server, database_url: str) -> int:
     """End every session the server holds on this test's database, as a restart would."""
     import psycopg
@@ -83,9 +67,9 @@ def _pings(monkeypatch, app) -> list[int]:
     return calls
 
 
-def test_a_connection_back_in_the_pool_within_the_idle_time_is_not_checked(make_app, monkeypatch):
+def test_a_connection_back_in_the_pool_within_the_idle_time_is_not_checked(make_app, api_token, monkeypatch):
     app = make_app(3600)
-    headers = _token(app)
+    headers = api_token(READER, "read")
     client = app.test_client()
     pings = _pings(monkeypatch, app)
     for _ in range(5):
@@ -94,9 +78,9 @@ def test_a_connection_back_in_the_pool_within_the_idle_time_is_not_checked(make_
 
 
 def test_an_idle_connection_the_server_closed_is_replaced_before_a_request_sees_it(
-        make_app, monkeypatch, pg_server, database_url):
+        make_app, api_token, monkeypatch, pg_server, database_url):
     app = make_app(0)
-    headers = _token(app)
+    headers = api_token(READER, "read")
     client = app.test_client()
     assert client.get("/api/v1/organisations", headers=headers).status_code == 200
     pings = _pings(monkeypatch, app)
@@ -109,9 +93,9 @@ def test_an_idle_connection_the_server_closed_is_replaced_before_a_request_sees_
 
 
 def test_a_request_that_meets_a_closed_connection_is_told_to_retry_and_the_next_one_succeeds(
-        make_app, pg_server, database_url):
+        make_app, api_token, pg_server, database_url):
     app = make_app(3600)
-    headers = _token(app)
+    headers = api_token(READER, "read")
     client = app.test_client()
     assert client.get("/api/v1/organisations", headers=headers).status_code == 200
 
