@@ -133,9 +133,17 @@ def _serve(app) -> tuple[Any, threading.Thread]:
 
 def _stop(server, thread: threading.Thread) -> None:
     server.task_dispatcher.shutdown()
-    for dispatcher in list(server._map.values()):  # the listening socket, its trigger and open channels
-        dispatcher.close()
+
+    def close_all() -> None:
+        for dispatcher in list(server._map.values()):  # the listening socket, its trigger and open channels
+            dispatcher.close()
+
+    # Closed in the server's own thread, through its trigger: a socket closed by this thread while
+    # the server's select() waits on it fails that select with EBADF. With nothing left to watch,
+    # the server's loop ends.
+    server.trigger.pull_trigger(close_all)
     thread.join(timeout=10)
+    assert not thread.is_alive(), "the live server did not stop within 10 s"
 
 
 @pytest.fixture(scope="session")
