@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from app.audit.models import AuditEvent
 from app.decisions.models import EmergencyReview, Exchange
@@ -77,6 +77,37 @@ def test_record_stores_request_decision_and_audit_event_together(client, api_tok
                                                     AuditEvent.subject_id == str(exchange.id)))
     assert event.action == "exchange.recorded" and event.details["outcome"] == "allow"
     assert event.details["protocol"] == "vcs-safeguarding:v2"
+
+
+@pytest.mark.parametrize(("request_body", "rows"), [
+    (ALLOWED, ["exchanges", "audit_events"]),
+    (EMERGENCY, ["exchanges", "emergency_reviews", "audit_events"]),
+])
+def test_recording_writes_its_rows_once_and_reads_nothing_back(app, client, api_token, request_body, rows):
+    from app.extensions import db
+
+    headers = api_token(OFFICER, "submit")
+    client.post("/api/v1/exchanges/check", json=request_body, headers=headers)  # the token's first use noted
+    statements: list[str] = []
+
+    def note(_connection, _cursor, statement, *_args) -> None:
+        statements.append(" ".join(statement.split()))
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        response = client.post("/api/v1/exchanges", json=request_body, headers=headers)
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    assert response.status_code == 201, response.json
+    inserts = [s.split()[2] for s in statements if s.startswith("INSERT")]
+    assert inserts == rows
+    after_first_insert = statements[next(i for i, s in enumerate(statements) if s.startswith("INSERT")):]
+    reads = [s for s in after_first_insert if s.startswith("SELECT") and "audit_chain_head_locked" not in s
+             and "FROM audit_events" not in s]
+    assert reads == [], "the exchange and its audit event are written whole: nothing is loaded back"
+    assert response.json["requested_by"] == OFFICER and response.json["resolution"] is None
 
 
 @pytest.mark.parametrize(("body", "field"), [

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from app.audit import chain, indexing, verification
 from app.audit.models import AuditCheckpoint, AuditEvent
 from app.clock import as_utc, utcnow
+from app.database import insert_row
 from app.errors import Conflict
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,7 +76,7 @@ def record(
     outcome: str | None = None,
     counterparty: str | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain and flush it; the caller's transaction commits it.
+    """Append one event to the chain (written at once); the caller's transaction commits it.
 
     ``protocol`` (``"code:vN"``), ``subgroup``, ``outcome`` and ``counterparty`` (the other
     organisation concerned) are written into ``details`` so the hash covers them, and copied
@@ -117,9 +118,7 @@ def record(
         outcome=columns.outcome,
         counterparty=columns.counterparty,
     )
-    session.add(event)
-    session.flush()
-    return event
+    return insert_row(session, event)
 
 
 def _with_filter_values(details: dict[str, Any] | None, **values: str | None) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from app.audit import service as audit
 from app.auth.models import Role, User
 from app.auth.permissions import require_role
 from app.clock import LONDON, as_utc
+from app.database import insert_row
 from app.decisions.engine import Decision, ExchangeRequest, OrganisationFacts, Snapshot, decide
 from app.decisions.models import EmergencyReview, Exchange, Resolution
 from app.decisions.snapshot import InvalidRequest, build_snapshot, request_from_dict
@@ -180,8 +181,7 @@ def record(session: Session, actor: User, data: Mapping[str, Any], *, now: datet
         retention_months=request.retention_months, request=request.to_dict(), decision=decision.to_dict(),
         resolution=None, emergency_review=None,
     )
-    session.add(exchange)
-    session.flush()
+    insert_row(session, exchange)
     if decision.emergency_accepted:
         due = decision.retrospective_review_due or (now.astimezone(LONDON).date() + timedelta(days=snapshot.kmisa.emergency_review_days))
         session.add(EmergencyReview(exchange=exchange, due_on=due))
