@@ -54,7 +54,8 @@ def _locked_head(session: Session) -> tuple[int, str] | None:
     transactions already began with BEGIN IMMEDIATE (``app.database``).
     """
     if session.get_bind().dialect.name == "postgresql":
-        head = session.execute(_HEAD_LOCKED, {"key": AUDIT_APPEND_LOCK}).first()
+        # On the session's connection: a text statement needs none of the ORM's execution path.
+        head = session.connection().execute(_HEAD_LOCKED, {"key": AUDIT_APPEND_LOCK}).first()
     else:
         head = session.execute(select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
                                ).first()
@@ -84,6 +85,8 @@ def record(
     """
     details = _with_filter_values(details, protocol=protocol, subgroup=subgroup, outcome=outcome,
                                   counterparty=counterparty)
+    # Write what the caller has pending first, so the chain's lock is held for the append alone.
+    session.flush()
     head = _locked_head(session)
     seq, prev_hash = (head[0] + 1, head[1]) if head else (1, chain.GENESIS_HASH)
     label, user_id = actor_label(actor)
