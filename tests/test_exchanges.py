@@ -83,11 +83,12 @@ def test_record_stores_request_decision_and_audit_event_together(client, api_tok
     (ALLOWED, ["exchanges", "audit_events"]),
     (EMERGENCY, ["exchanges", "emergency_reviews", "audit_events"]),
 ])
-def test_recording_writes_its_rows_once_and_reads_nothing_back(app, client, api_token, request_body, rows):
+def test_recording_reads_the_register_revision_with_the_token_and_nothing_back(app, client, api_token, request_body, rows):
     from app.extensions import db
 
     headers = api_token(OFFICER, "submit")
-    client.post("/api/v1/exchanges/check", json=request_body, headers=headers)  # the token's first use noted
+    # The steady state: the token's first use noted and the register loaded.
+    assert client.post("/api/v1/exchanges", json=request_body, headers=headers).status_code == 201
     statements: list[str] = []
 
     def note(_connection, _cursor, statement, *_args) -> None:
@@ -107,6 +108,8 @@ def test_recording_writes_its_rows_once_and_reads_nothing_back(app, client, api_
     reads = [s for s in after_first_insert if s.startswith("SELECT") and "audit_chain_head_locked" not in s
              and "FROM audit_events" not in s]
     assert reads == [], "the exchange and its audit event are written whole: nothing is loaded back"
+    revision_reads = [s for s in statements if "register_revision" in s]
+    assert len(revision_reads) == 1 and "FROM api_tokens" in revision_reads[0], "read with the token, once"
     assert response.json["requested_by"] == OFFICER and response.json["resolution"] is None
 
 

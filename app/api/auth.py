@@ -34,7 +34,8 @@ def is_public(path: str) -> bool:
 
 
 def authenticate_request() -> None:
-    """Run before every API request; sets ``g.api_user`` and ``g.api_scopes`` or refuses with 401.
+    """Run before every API request; sets ``g.api_user``, ``g.api_scopes`` and
+    ``g.register_revision`` (read with the token) or refuses with 401.
 
     Every request counts against a rate limit: its token's once the token is known, the client's
     address before that (the public document, a missing or a bad token), so 429 comes before 401.
@@ -48,15 +49,18 @@ def authenticate_request() -> None:
         ratelimit.hit_address()
         raise Unauthenticated("Send an API token as `Authorization: Bearer <token>`.")
     now = utcnow()
-    token = tokens.authenticate(db.session, credential.strip(), now=now, pepper=current_app.config["TOKEN_PEPPER"])
-    if token is None:
+    authenticated = tokens.authenticate(db.session, credential.strip(), now=now,
+                                        pepper=current_app.config["TOKEN_PEPPER"])
+    if authenticated is None:
         ratelimit.hit_address()
         raise Unauthenticated("The API token is unknown, expired or revoked.")
+    token = authenticated.token
     ratelimit.hit_token(token.id)
     if tokens.use_is_due(token, now):
         _record_use(token.id, now)
     g.api_user = token.user
     g.api_scopes = frozenset(token.scopes)
+    g.register_revision = authenticated.register_revision
 
 
 def _record_use(token_id: int, now: datetime) -> None:

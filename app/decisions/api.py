@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+from flask import g
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic_core import to_jsonable_python
 
@@ -53,7 +54,8 @@ def exchange_out(exchange: Exchange) -> dict:
 def check_exchange(body: ExchangeRequestIn):
     """Dry run: the decision with every finding, recorded nowhere. `as_of` asks what it was or would be then."""
     user = api_user("check")
-    decision = service.check(db.session, user, body.model_dump(mode="json", exclude_unset=True), now=utcnow())
+    decision = service.check(db.session, user, body.model_dump(mode="json", exclude_unset=True), now=utcnow(),
+                             register_revision=g.register_revision)
     return decision.to_dict()
 
 
@@ -61,7 +63,8 @@ def check_exchange(body: ExchangeRequestIn):
 def record_exchange(body: ExchangeRequestIn):
     """Record a proposed exchange: decided as of now, stored with its audit event in one transaction."""
     user = api_user("submit")
-    exchange = service.record(db.session, user, body.model_dump(mode="json", exclude_unset=True), now=utcnow())
+    exchange = service.record(db.session, user, body.model_dump(mode="json", exclude_unset=True), now=utcnow(),
+                              register_revision=g.register_revision)
     db.session.commit()
     return exchange_out(exchange), HTTPStatus.CREATED
 

@@ -95,10 +95,15 @@ def build_current_snapshot(session: Session, bundle: PolicyBundle | None = None,
     return build_snapshot(bundle or protocols.stored_bundle(session), organisations, signatures, signoffs)
 
 
-def current_register(session: Session) -> Register:
-    """The register for this database, rebuilt only when the register revision has moved."""
+def current_register(session: Session, revision: int | None = None) -> Register:
+    """The register for this database, rebuilt only when the register revision has moved.
+
+    ``revision`` is the revision if the caller has just read it (an API request reads it with
+    its token); otherwise it is read here.
+    """
     key = session.get_bind().url.render_as_string(hide_password=True)
-    revision = registry.current_revision(session)
+    if revision is None:
+        revision = registry.current_revision(session)
     cached = _registers.get(key)
     if cached is not None and cached.revision == revision:
         return cached
@@ -144,15 +149,22 @@ def parse_request(data: Mapping[str, Any], *, default_as_of: date | datetime) ->
         raise ValidationFailed({field or "request": message for field, message in exc.problems}) from None
 
 
-def check(session: Session, actor: User, data: Mapping[str, Any], *, now: datetime) -> Decision:
-    """A dry run: what the answer is (or was, or would be on ``as_of``). Nothing is recorded."""
+def check(session: Session, actor: User, data: Mapping[str, Any], *, now: datetime,
+          register_revision: int | None = None) -> Decision:
+    """A dry run: what the answer is (or was, or would be on ``as_of``). Nothing is recorded.
+
+    ``register_revision``: as for ``current_register``."""
     require_role(actor, *REQUESTERS, action="check an exchange")
     request = parse_request(data, default_as_of=now)
-    return decide(request, _with_live_ad_hoc_count(session, current_register(session), request))
+    register = current_register(session, register_revision)
+    return decide(request, _with_live_ad_hoc_count(session, register, request))
 
 
-def record(session: Session, actor: User, data: Mapping[str, Any], *, now: datetime) -> Exchange:
-    """Record a proposed exchange and its decision, decided as of now, with its audit event."""
+def record(session: Session, actor: User, data: Mapping[str, Any], *, now: datetime,
+           register_revision: int | None = None) -> Exchange:
+    """Record a proposed exchange and its decision, decided as of now, with its audit event.
+
+    ``register_revision``: as for ``current_register``."""
     require_role(actor, *REQUESTERS, action="submit an exchange")
     if data.get("as_of") is not None:
         raise ValidationFailed({"as_of": "A recorded exchange is always decided as of now: remove as_of, "
@@ -161,7 +173,7 @@ def record(session: Session, actor: User, data: Mapping[str, Any], *, now: datet
     if request.from_org != actor.organisation.code and not actor.has_role(Role.ADMIN):
         raise ValidationFailed({"from_org": f"You act for {actor.organisation.name}: from_org must be "
                                             f"{actor.organisation.code}"})
-    register = current_register(session)
+    register = current_register(session, register_revision)
     snapshot = register.snapshot
     decision = decide(request, _with_live_ad_hoc_count(session, register, request))
     ids = register.organisation_ids

@@ -8,7 +8,7 @@ from datetime import date
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import ScalarSelect, Select, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from app.audit import service as audit
@@ -43,6 +43,12 @@ def bump_revision(session: Session) -> None:
 def current_revision(session: Session) -> int:
     """Every check and recorded exchange asks (``decisions.service.current_register``)."""
     return session.scalar(_revision()) or 0
+
+
+def revision_subquery() -> ScalarSelect:
+    """The revision as a column of another statement (0 before the first change), for a caller
+    that reads it along with something else: an API request's token lookup."""
+    return func.coalesce(_revision().scalar_subquery(), 0)
 
 
 @cache
