@@ -19,7 +19,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
-
 from typing import TypeVar
 
 from flask import Flask, request
@@ -137,9 +136,11 @@ def insert_row(session: Session, obj: Model) -> Model:
     table = mapper.local_table
     missing = tuple(column.key for column in table.columns if column.key not in values)
     result = session.connection().execute(_insert(table, missing), values)
-    if missing:
-        for key, value in zip(missing, result.one()):
-            setattr(obj, mapper.get_property_by_column(table.columns[key]).key, value)
+    written = {**values, **dict(zip(missing, result.one()))} if missing else values
+    for key, value in written.items():  # the foreign keys filled above, and what came back
+        attribute = mapper.get_property_by_column(table.columns[key]).key
+        if attribute not in state.dict:
+            setattr(obj, attribute, value)
     make_transient_to_detached(obj)
     session.add(obj)
     return obj
