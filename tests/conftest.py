@@ -134,6 +134,24 @@ def session(app):
 
 
 @pytest.fixture
+def statements(app) -> Iterator[list[str]]:
+    """Every SQL statement the app's engine runs while the test does, whitespace collapsed;
+    ``clear()`` it to count from a point on."""
+    from sqlalchemy import event
+
+    from app.extensions import db
+
+    seen: list[str] = []
+
+    def note(_connection, _cursor, statement, *_args) -> None:
+        seen.append(" ".join(statement.split()))
+
+    event.listen(db.engine, "before_cursor_execute", note)
+    yield seen
+    event.remove(db.engine, "before_cursor_execute", note)
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from app.auth.models import ApiToken, User
 from app.clock import utcnow
@@ -13,20 +13,6 @@ from app.decisions.models import Exchange, Resolution
 from app.registry.models import Organisation
 
 OFFICER = "officer@kent-police.example"
-
-
-@pytest.fixture
-def statements(app):
-    from app.extensions import db
-
-    seen: list[str] = []
-
-    def note(_connection, _cursor, statement, *_args) -> None:
-        seen.append(" ".join(statement.split()))
-
-    event.listen(db.engine, "before_cursor_execute", note)
-    yield seen
-    event.remove(db.engine, "before_cursor_execute", note)
 
 
 def new_token(user: User, prefix: str = "rowtest1") -> ApiToken:

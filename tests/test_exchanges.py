@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from app.audit.models import AuditEvent
 from app.decisions.models import EmergencyReview, Exchange
@@ -83,24 +83,13 @@ def test_record_stores_request_decision_and_audit_event_together(client, api_tok
     (ALLOWED, ["exchanges", "audit_events"]),
     (EMERGENCY, ["exchanges", "emergency_reviews", "audit_events"]),
 ])
-def test_recording_reads_the_register_revision_with_the_token_and_nothing_back(app, client, api_token, request_body, rows):
-    from app.extensions import db
-
+def test_recording_reads_the_register_revision_with_the_token_and_nothing_back(client, api_token, statements,
+                                                                              request_body, rows):
     headers = api_token(OFFICER, "submit")
     # The steady state: the token's first use noted and the register loaded.
     assert client.post("/api/v1/exchanges", json=request_body, headers=headers).status_code == 201
-    statements: list[str] = []
-
-    def note(_connection, _cursor, statement, *_args) -> None:
-        statements.append(" ".join(statement.split()))
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", note)
-    try:
-        response = client.post("/api/v1/exchanges", json=request_body, headers=headers)
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
+    statements.clear()
+    response = client.post("/api/v1/exchanges", json=request_body, headers=headers)
     assert response.status_code == 201, response.json
     inserts = [s.split()[2] for s in statements if s.startswith("INSERT")]
     assert inserts == rows

@@ -200,7 +200,6 @@ def record(session: Session, actor: User, data: Mapping[str, Any], *, now: datet
     audit.record(session, action="exchange.recorded", actor=actor, organisation=request.from_org,
                  subject_type="exchange", subject_id=exchange.id, occurred_at=now,
                  details=_audit_details(exchange, decision))
-    session.flush()
     return exchange
 
 
