@@ -54,12 +54,11 @@ def authenticate_request() -> None:
     if authenticated is None:
         ratelimit.hit_address()
         raise Unauthenticated("The API token is unknown, expired or revoked.")
-    token = authenticated.token
-    ratelimit.hit_token(token.id)
-    if tokens.use_is_due(token, now):
-        _record_use(token.id, now)
-    g.api_user = token.user
-    g.api_scopes = frozenset(token.scopes)
+    ratelimit.hit_token(authenticated.token_id)
+    if tokens.use_is_due(db.session, authenticated.token_id, now):
+        _record_use(authenticated.token_id, now)
+    g.api_user = authenticated.user
+    g.api_scopes = authenticated.scopes
     g.register_revision = authenticated.register_revision
 
 
@@ -76,6 +75,8 @@ def _record_use(token_id: int, now: datetime) -> None:
         db.session.commit()
     except OperationalError:
         db.session.rollback()
+    else:
+        tokens.use_recorded(db.session, token_id, now)
 
 
 def api_user(scope: str) -> User:

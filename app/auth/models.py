@@ -104,3 +104,17 @@ class ApiToken(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     user: Mapped[User] = relationship()
+
+
+class AccessRevision(db.Model):
+    """A counter that moves with every change to who may use the API and as whom: tokens,
+    users, their roles and organisations (database triggers, migration 0013).
+
+    API requests keep each token's principal in memory and reload it only when this has moved,
+    so a revoked token or a disabled user is refused from the next request on, in every worker.
+    """
+
+    __tablename__ = "access_revision"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    revision: Mapped[int] = mapped_column(default=0)

@@ -7,12 +7,14 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
+from typing import TypeVar
 
-from sqlalchemy import Select, bindparam, or_, select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import URL, Select, bindparam, func, inspect, or_, select, update
+from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.audit import service as audit
-from app.auth.models import ApiToken, Role, User
+from app.auth.models import AccessRevision, ApiToken, Role, User
 from app.clock import as_utc
 from app.errors import NotFound, ValidationFailed
 from app.registry import service as registry
@@ -23,6 +25,8 @@ SCOPES = ("read", "check", "submit", "transfer")
 MAX_LIFETIME = timedelta(days=366)
 #: How stale ``last_used_at`` may get: at most one write a minute per token, however busy it is.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,46 +67,135 @@ def create_token(
 
 
 @dataclass(frozen=True)
+class Principal:
+    """What a token stands for as of one access revision, kept in memory between requests.
+
+    Nothing here is a secret that the database row does not already hold (the token's peppered
+    hash, never the token). ``user`` is a detached copy of the token's user with their
+    organisation and roles loaded; each request works on its own copy of it (``_attach``), so
+    no request ever changes this one.
+    """
+
+    access_revision: int
+    token_id: int
+    token_hash: str
+    scopes: frozenset[str]
+    expires_at: datetime
+    is_revoked: bool
+    is_user_enabled: bool
+    user: User
+
+
+@dataclass(frozen=True)
 class Authenticated:
-    token: ApiToken
-    #: The register revision, read with the token (``registry.service.current_revision``).
+    token_id: int
+    scopes: frozenset[str]
+    #: The token's user, in the caller's session.
+    user: User
+    #: The register revision, read with the access revision (``registry.service.current_revision``).
     register_revision: int
+
+
+#: Principals by (database URL, token prefix). Bounded: past the limit it starts again empty.
+_principals: dict[tuple[URL, str], Principal] = {}
+_MAX_PRINCIPALS = 10_000
+#: When each token's use was last written, by (database URL, token id), so that a busy token
+#: costs one ``last_used_at`` write a minute however many requests it makes.
+_last_use: dict[tuple[URL, int], datetime | None] = {}
 
 
 def authenticate(session: Session, plaintext: str, *, now: datetime, pepper: str) -> Authenticated | None:
     """The live token ``plaintext`` names, or None; constant-time on the secret.
 
-    The register revision comes back with it, read in the same statement: nearly every API
-    request checks or records an exchange next, which needs it, and a second round trip to the
-    database cost more than the read.
+    A token seen before costs one small statement: the access and register revisions. Its
+    principal is reused while the access revision is where it was when the principal was
+    loaded; any change to tokens, users, roles or organisations moves it (triggers, migration
+    0013) in the transaction of the change, so that change holds from the next request on.
+    Otherwise the token, its user, organisation and roles are loaded in one statement with both
+    revisions, which reads them all from one snapshot.
     """
     if not plaintext.startswith(TOKEN_PREFIX):
         return None
     public, _, secret = plaintext[len(TOKEN_PREFIX):].partition("_")
     if not public or not secret:
         return None
-    row = session.execute(_token_by_prefix(), {"prefix": public}).unique().one_or_none()
-    if row is None:
+    key = (session.get_bind().url, public)
+    principal, user = _principals.get(key), None
+    if principal is not None:
+        # On the connection: a Core statement needs none of the ORM's execution path.
+        register_revision, access_revision = session.connection().execute(_revisions()).one()
+        if access_revision != principal.access_revision:
+            principal = None
+    if principal is None:
+        row = session.execute(_token_by_prefix(), {"prefix": public}).unique().one_or_none()
+        if row is None:
+            return None
+        token, register_revision, access_revision = row
+        principal, user = _remember(key, token, access_revision), token.user
+    if not hmac.compare_digest(principal.token_hash, _digest(pepper, plaintext)):
         return None
-    token, revision = row
-    if not hmac.compare_digest(token.token_hash, _digest(pepper, plaintext)):
+    if principal.is_revoked or as_utc(principal.expires_at) <= now or not principal.is_user_enabled:
         return None
-    if token.revoked_at is not None or as_utc(token.expires_at) <= now or not token.user.is_enabled:
-        return None
-    return Authenticated(token, revision)
+    return Authenticated(principal.token_id, principal.scopes, user or _attach(session, principal.user),
+                         register_revision)
+
+
+@cache
+def _revisions() -> Select:
+    """Built once, like the statements below: every API request runs it."""
+    return select(registry.revision_subquery(), _access_revision_subquery())
+
+
+def _access_revision_subquery():
+    return func.coalesce(select(AccessRevision.revision).where(AccessRevision.id == 1).scalar_subquery(), 0)
 
 
 @cache
 def _token_by_prefix() -> Select:
-    """One statement for the token, its user, organisation and roles, and the register revision:
-    every API request pays for it.
+    """One statement for the token, its user, organisation and roles, and both revisions.
 
     Built once: building it, and working out its cache key, cost a quarter of a millisecond of
     CPU per request, more than running it.
     """
     user = joinedload(ApiToken.user)
-    return select(ApiToken, registry.revision_subquery()).where(ApiToken.prefix == bindparam("prefix")).options(
-        user.joinedload(User.organisation), user.joinedload(User.role_rows))
+    return select(ApiToken, registry.revision_subquery(), _access_revision_subquery()).where(
+        ApiToken.prefix == bindparam("prefix")).options(user.joinedload(User.organisation),
+                                                        user.joinedload(User.role_rows))
+
+
+def _remember(key: tuple[URL, str], token: ApiToken, access_revision: int) -> Principal:
+    user = token.user
+    copy, organisation = _detached_copy(user), _detached_copy(user.organisation)
+    roles = [_detached_copy(row) for row in user.role_rows]
+    set_committed_value(copy, "organisation", organisation)
+    set_committed_value(copy, "role_rows", roles)
+    for row in roles:
+        set_committed_value(row, "user", copy)
+    principal = Principal(access_revision, token.id, token.token_hash, frozenset(token.scopes), token.expires_at,
+                          token.revoked_at is not None, user.is_enabled, copy)
+    if len(_principals) >= _MAX_PRINCIPALS:
+        _principals.clear()
+        _last_use.clear()
+    _principals[key] = principal
+    _last_use.setdefault((key[0], token.id), token.last_used_at)
+    return principal
+
+
+def _detached_copy(obj: T) -> T:
+    """A detached copy of a loaded row: its column values, none of its relationships."""
+    mapper = inspect(obj).mapper
+    copy = mapper.class_manager.new_instance()
+    for attribute in mapper.column_attrs:
+        set_committed_value(copy, attribute.key, getattr(obj, attribute.key))
+    make_transient_to_detached(copy)
+    return copy
+
+
+def _attach(session: Session, user: User) -> User:
+    """The principal's user in ``session``: the one it already holds, or a copy merged in
+    without a query (``load=False``), which leaves the cached one untouched."""
+    present = session.identity_map.get(inspect(user).key)
+    return present if present is not None else session.merge(user, load=False)
 
 
 def revoke(session: Session, actor: User, token: ApiToken, *, now: datetime) -> None:
@@ -140,9 +233,10 @@ def get_token(session: Session, actor: User, token_id: int) -> ApiToken:
     return token
 
 
-def use_is_due(token: ApiToken, now: datetime) -> bool:
-    """Whether ``last_used_at`` is stale enough to be worth a write."""
-    return token.last_used_at is None or as_utc(token.last_used_at) <= now - LAST_USED_RESOLUTION
+def use_is_due(session: Session, token_id: int, now: datetime) -> bool:
+    """Whether the token's ``last_used_at`` is stale enough to be worth a write."""
+    last = _last_use.get((session.get_bind().url, token_id))
+    return last is None or as_utc(last) <= now - LAST_USED_RESOLUTION
 
 
 def record_use(session: Session, token_id: int, now: datetime) -> None:
@@ -152,3 +246,8 @@ def record_use(session: Session, token_id: int, now: datetime) -> None:
         ApiToken.id == token_id,
         or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= now - LAST_USED_RESOLUTION),
     ).values(last_used_at=now).execution_options(synchronize_session=False))
+
+
+def use_recorded(session: Session, token_id: int, now: datetime) -> None:
+    """``record_use`` committed: the next write for this token is due a resolution from ``now``."""
+    _last_use[(session.get_bind().url, token_id)] = now

@@ -1,0 +1,179 @@
+"""API principals kept in memory between requests, and the access revision that retires them.
+
+A token seen before is authenticated without loading it again; every change to who may use the
+API, and as whom, moves the access revision in its own transaction (database triggers), so that
+change holds from the very next request, in any worker. The clients here run each request in an
+app context of its own, as gunicorn does, so nothing but the in-memory principal carries over.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, text, update
+
+from app.auth import service as auth_service
+from app.auth import tokens
+from app.auth.models import AccessRevision, ApiToken, User, UserRole
+from app.clock import utcnow
+from app.registry.models import Organisation
+from tests.clients import isolated_client
+
+OFFICER = "officer@kent-police.example"
+EXCHANGE = {
+    "from_org": "kent-police", "to_org": "dartford-bc", "protocol": {"code": "vcs-safeguarding", "version": 2},
+    "purpose": "safeguarding_children", "data_categories": ["identity"], "subject_types": ["child"],
+    "transfer_method": "accord_transfer", "lawful_basis": "e", "legal_gateway": "cda-1998-s115",
+    "retention_months": 12,
+}
+
+
+def access_revision(session) -> int:
+    session.expire_all()
+    return session.scalar(select(AccessRevision.revision).where(AccessRevision.id == 1))
+
+
+def officer(session) -> User:
+    session.expire_all()
+    return auth_service.find_user_by_email(session, OFFICER)
+
+
+@pytest.fixture
+def api(app):
+    return isolated_client(app)
+
+
+@pytest.fixture
+def seen(api, api_token, session, statements):
+    """An officer's token, used once so that its principal is in memory; ``statements`` then
+    counts from there."""
+    headers = api_token(OFFICER, "read", "check", "submit")
+    assert api.get("/api/v1/me", headers=headers).status_code == 200
+    session.remove()
+    statements.clear()
+    return headers
+
+
+def test_a_token_seen_before_costs_one_small_statement(api, seen, statements):
+    me = api.get("/api/v1/me", headers=seen)
+    assert me.status_code == 200 and me.json["email"] == OFFICER and me.json["organisation"] == "kent-police"
+    assert "officer" in me.json["roles"]
+    assert not [s for s in statements if "api_tokens" in s or "FROM users" in s], statements
+    assert [s for s in statements if "access_revision" in s and "register_revision" in s]
+
+
+def revoke(session):
+    token = session.scalars(select(ApiToken).where(ApiToken.user_id == officer(session).id)).one()
+    tokens.revoke(session, officer(session), token, now=utcnow())
+
+
+def disable(session):
+    user = officer(session)
+    user.is_enabled = False
+    session.flush()
+
+
+def expire_now(session):
+    session.execute(update(ApiToken).values(expires_at=utcnow() - timedelta(seconds=1)))
+
+
+@pytest.mark.parametrize("change", [revoke, disable, expire_now])
+def test_a_token_revoked_disabled_or_expired_is_refused_on_the_next_request(api, seen, session, change):
+    before = access_revision(session)
+    change(session)
+    session.commit()
+    assert access_revision(session) > before
+    response = api.get("/api/v1/me", headers=seen)
+    assert response.status_code == 401 and response.json["error"]["code"] == "unauthenticated"
+
+
+def test_roles_withdrawn_hold_from_the_next_request(api, seen, session):
+    assert api.post("/api/v1/exchanges/check", json=EXCHANGE, headers=seen).status_code == 200
+    auth_service.set_roles(session, "test", officer(session), ["auditor"])
+    session.commit()
+    response = api.post("/api/v1/exchanges/check", json=EXCHANGE, headers=seen)
+    assert response.status_code == 403, response.json
+    assert api.get("/api/v1/me", headers=seen).json["roles"] == ["auditor"]
+
+
+def test_an_organisation_renamed_is_seen_by_the_next_request(api, seen, session):
+    organisation = session.scalar(select(Organisation).where(Organisation.code == "kent-police"))
+    organisation.name = "Kent Police (renamed)"
+    session.commit()
+    response = api.post("/api/v1/exchanges", json={**EXCHANGE, "from_org": "kent-cc"}, headers=seen)
+    assert response.status_code == 422
+    assert "Kent Police (renamed)" in str(response.json["error"]["fields"])
+
+
+def test_a_request_never_changes_the_principal_kept_in_memory(api, seen, session):
+    """Each request works on its own copy of the user: what one request does to it (here the
+    rename a careless service might make) is not what the next request starts from."""
+    principal = next(p for p in tokens._principals.values() if p.user.email == OFFICER)
+    response = api.post("/api/v1/exchanges", json=EXCHANGE, headers=seen)
+    assert response.status_code == 201
+    assert principal.user.email == OFFICER
+    assert principal.user.organisation.code == "kent-police"
+    assert sorted(principal.user.roles) == sorted(officer(session).roles)
+
+
+# --- the triggers ----------------------------------------------------------------------------------
+
+
+def _role(session):
+    session.add(UserRole(user_id=officer(session).id, role="dpo"))
+
+
+def _role_removed(session):
+    session.execute(UserRole.__table__.delete().where(UserRole.user_id == officer(session).id))
+
+
+def _email(session):
+    officer(session).email = "renamed@kent-police.example"
+
+
+def _organisation_moved(session):
+    user = officer(session)
+    user.organisation_id = session.scalar(select(Organisation.id).where(Organisation.code == "dartford-bc"))
+
+
+def _token_deleted(session):
+    session.execute(ApiToken.__table__.delete())
+
+
+def _last_used(session):
+    session.execute(update(ApiToken).values(last_used_at=utcnow()))
+
+
+def _sign_in_bookkeeping(session):
+    user = officer(session)
+    user.failed_logins, user.last_login_at, user.locked_until = 3, utcnow(), None
+
+
+def _password(session):
+    officer(session).password_hash = "argon2-not-a-real-hash"
+
+
+@pytest.mark.parametrize(("change", "moves"), [
+    (_role, True), (_role_removed, True), (_email, True), (_organisation_moved, True), (_token_deleted, True),
+    (_last_used, False), (_sign_in_bookkeeping, False), (_password, False),
+])
+def test_the_access_revision_moves_with_what_a_principal_is_built_from(app, seen, session, change, moves):
+    before = access_revision(session)
+    change(session)
+    session.commit()
+    assert (access_revision(session) > before) is moves
+
+
+def test_a_rolled_back_change_leaves_the_access_revision_where_it_was(app, seen, session):
+    before = access_revision(session)
+    disable(session)
+    session.rollback()
+    assert access_revision(session) == before
+
+
+def test_the_access_revision_row_comes_back_if_it_was_removed(app, session, demo):
+    session.execute(text("DELETE FROM access_revision"))
+    session.commit()
+    _email(session)
+    session.commit()
+    assert access_revision(session) == 1
