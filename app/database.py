@@ -154,6 +154,104 @@ def _insert(table: Table, returning: tuple[str, ...]) -> Insert:
     return statement.returning(*(table.columns[key] for key in returning)) if returning else statement
 
 
+#: Where a session keeps the rows staged to go with its COMMIT (``stage_row``).
+_STAGED = "accord_staged_rows"
+
+
+def stage_row(session: Session, obj: Model) -> Model:
+    """Write the new ``obj`` (every column set, the key included) with the transaction's COMMIT.
+
+    On PostgreSQL ``commit`` sends the staged INSERTs and the COMMIT in one round trip (psycopg's
+    pipeline mode). It is for the last row a transaction writes while it holds a lock every
+    writer waits for (the audit chain's): each round trip, and each wait for the interpreter to
+    read its answer, is time the lock is held. A plain ``session.commit()`` still writes staged
+    rows (first, before the final flush), and a rollback drops them; a statement run between
+    staging and committing does not see them, so stage only what nothing reads back before the
+    commit. SQLite has no round trip to save: the row is written at once.
+    """
+    state = inspect(obj)
+    if state.key is not None or state.session_id is not None:
+        raise ValueError(f"{obj!r} is already in a session: stage_row writes new objects only")
+    table = state.mapper.local_table
+    values = {attribute.columns[0].key: state.dict[attribute.key] for attribute in state.mapper.column_attrs
+              if attribute.key in state.dict}
+    missing = [column.key for column in table.columns if column.key not in values]
+    if missing or state.mapper.relationships:
+        lacking = f"lacks {', '.join(missing)}" if missing else "has relationships"
+        raise ValueError(f"stage_row writes rows whose every column is set and that have no relationships: "
+                         f"{type(obj).__name__} {lacking}")
+    if session.get_bind().dialect.name != "postgresql":
+        return insert_row(session, obj)
+    make_transient_to_detached(obj)
+    session.add(obj)
+    session.info.setdefault(_STAGED, []).append((table, values, obj))
+    return obj
+
+
+def write_staged(session: Session) -> None:
+    """Write the staged rows now, each with its own statement (before a read that must see them)."""
+    for table, values, _obj in session.info.pop(_STAGED, ()):
+        session.connection().execute(_insert(table, ()), values)
+
+
+def commit(session: Session) -> None:
+    """Commit ``session``; on PostgreSQL its staged rows go in the same round trip as the COMMIT.
+
+    Pending ORM changes are flushed first, as ``session.commit()`` would. Should the database
+    refuse or the connection drop, the error is SQLAlchemy's, as any statement's would be, so
+    the usual handlers answer (a lost connection: 503, saying the request may have been saved).
+    """
+    staged = session.info.get(_STAGED)
+    if not staged:
+        session.commit()
+        return
+    session.flush()
+    connection = session.connection()
+    driver = connection.connection.driver_connection
+    dialect = connection.dialect
+    del session.info[_STAGED]
+    try:
+        with driver.pipeline():
+            for table, values, _obj in staged:
+                compiled = _compiled_insert(table, tuple(values), dialect)
+                connection.exec_driver_sql(compiled.string, _driver_params(compiled, values))
+            driver.commit()
+    except dialect.loaded_dbapi.Error as error:
+        disconnected = dialect.is_disconnect(error, driver, None)
+        if disconnected:
+            connection.invalidate(error)
+        _forget(session, staged)
+        session.rollback()
+        raise exc.DBAPIError.instance("COMMIT", None, error, dialect.loaded_dbapi.Error,
+                                      connection_invalidated=disconnected, dialect=dialect) from error
+    # The transaction is over; this closes SQLAlchemy's side of it (psycopg sends nothing more).
+    session.commit()
+
+
+@cache
+def _compiled_insert(table: Table, columns: tuple[str, ...], dialect):
+    return _insert(table, ()).compile(dialect=dialect, column_keys=list(columns))
+
+
+def _driver_params(compiled, values: dict) -> dict:
+    """The parameters as the driver takes them: each column type's own conversion applied (the
+    compiled statement's bind processors, as SQLAlchemy's own execution applies them)."""
+    params = compiled.construct_params(values)
+    processors = compiled._bind_processors
+    return {key: processors[key](value) if key in processors else value for key, value in params.items()}
+
+
+def _drop_staged(session: Session, *_args) -> None:
+    _forget(session, session.info.pop(_STAGED, ()))
+
+
+def _forget(session: Session, staged) -> None:
+    """Take rows that were never written out of the session, which holds them as persistent."""
+    for _table, _values, obj in staged:
+        if obj in session:
+            session.expunge(obj)
+
+
 def init_app(app: Flask) -> None:
     """Bind the engine hooks and mark read-only requests."""
     with app.app_context():
@@ -162,6 +260,12 @@ def init_app(app: Flask) -> None:
             _configure_sqlite(engine)
         elif not app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("pool_pre_ping"):
             ping_idle_connections(engine, app.config["DATABASE_PING_AFTER_SECONDS"])
+
+    # A plain commit still writes staged rows; a rollback forgets them. (Every session: the
+    # listeners are harmless where nothing is staged.)
+    if not event.contains(Session, "before_commit", write_staged):
+        event.listen(Session, "before_commit", write_staged)
+        event.listen(Session, "after_soft_rollback", _drop_staged)
 
     @app.before_request
     def _mark_read_only() -> None:

@@ -69,3 +69,98 @@ def test_a_relationship_it_cannot_write_is_refused_and_nothing_is_written(sessio
     with pytest.raises(ValueError, match="insert_row cannot write"):
         insert_row(session, obj)
     assert not [s for s in statements if s.startswith("INSERT")]
+
+
+# --- stage_row and commit: the last row goes with the COMMIT ---------------------------------------
+
+
+def staged_event(session, seq: int = 1, prev_hash: str = "0" * 64):
+    """An audit row with every column set, as the chain's append stages it (its values need not
+    chain here: these tests are about how the row is written, not what it says)."""
+    from app.audit.models import AuditEvent
+
+    return AuditEvent(seq=seq, occurred_at=utcnow(), action="test.staged", actor="test", actor_user_id=None,
+                      organisation=None, subject_type=None, subject_id=None, details={}, prev_hash=prev_hash,
+                      hash=f"{seq:064x}", mac="0" * 64, protocol=None, subgroup=None, outcome=None,
+                      counterparty=None)
+
+
+def stored_actions(session):
+    from app.audit.models import AuditEvent
+
+    session.expire_all()
+    return session.scalars(select(AuditEvent.action).order_by(AuditEvent.seq)).all()
+
+
+def test_a_staged_row_goes_in_the_commits_round_trip_on_postgresql(session, backend, statements):
+    from sqlalchemy import event
+
+    from app import database
+    from app.extensions import db
+
+    piped: list[tuple[str, bool]] = []
+
+    def note(connection, _cursor, statement, *_args) -> None:
+        driver = connection.connection.driver_connection
+        piped.append((statement.split()[2] if statement.startswith("INSERT") else statement,
+                      getattr(driver, "_pipeline", None) is not None))
+
+    event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        session.add(Organisation(code="staged-org", name="Staged", kind="voluntary"))
+        session.flush()
+        statements.clear()
+        database.stage_row(session, staged_event(session))
+        if backend == "postgresql":
+            assert statements == [], "nothing is sent before the commit"
+        database.commit(session)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", note)
+    assert stored_actions(session) == ["test.staged"]
+    assert session.scalar(select(Organisation.name).where(Organisation.code == "staged-org")) == "Staged"
+    inserts = [(table, in_pipeline) for table, in_pipeline in piped if table == "audit_events"]
+    assert inserts == [("audit_events", backend == "postgresql")]
+
+
+def test_a_plain_commit_still_writes_staged_rows_and_a_rollback_drops_them(session):
+    from app import database
+
+    database.stage_row(session, staged_event(session))
+    session.rollback()
+    assert stored_actions(session) == []
+    database.stage_row(session, staged_event(session))
+    session.commit()
+    assert stored_actions(session) == ["test.staged"]
+
+
+def test_a_refused_staged_row_fails_the_commit_and_keeps_nothing(session, backend):
+    from sqlalchemy.exc import IntegrityError
+
+    from app import database
+
+    database.stage_row(session, staged_event(session))
+    database.commit(session)
+    session.add(Organisation(code="never-stored", name="Never", kind="voluntary"))
+    session.flush()
+    duplicate = staged_event(session, seq=2)  # its prev_hash is the first row's: UNIQUE refuses it
+    if backend == "sqlite":
+        with pytest.raises(IntegrityError):
+            database.stage_row(session, duplicate)  # SQLite writes at once
+        session.rollback()
+    else:
+        database.stage_row(session, duplicate)
+        with pytest.raises(IntegrityError):
+            database.commit(session)
+    assert stored_actions(session) == ["test.staged"]
+    assert session.scalar(select(Organisation.id).where(Organisation.code == "never-stored")) is None
+    database.stage_row(session, staged_event(session, seq=2, prev_hash="1" * 64))
+    database.commit(session)
+    assert stored_actions(session) == ["test.staged", "test.staged"], "the session works on after the failure"
+
+
+def test_staging_refuses_a_row_with_a_column_left_to_its_default(session, demo):
+    from app import database
+
+    user = session.scalar(select(User).where(User.email == OFFICER))
+    with pytest.raises(ValueError, match="every column"):
+        database.stage_row(session, new_token(user))

@@ -8,6 +8,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic_core import to_json, to_jsonable_python
 
 from app.api.auth import api_user
+from app import database
 from app.api.errors import standard_responses
 from app.clock import utcnow
 from app.decisions import service
@@ -76,7 +77,7 @@ def record_exchange(body: ExchangeRequestIn):
     user = api_user("submit")
     exchange = service.record(db.session, user, body.model_dump(mode="json", exclude_unset=True), now=utcnow(),
                               register_revision=g.register_revision)
-    db.session.commit()
+    database.commit(db.session)
     return json_response(_exchange_fields(exchange), HTTPStatus.CREATED)
 
 

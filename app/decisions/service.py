@@ -162,7 +162,8 @@ def check(session: Session, actor: User, data: Mapping[str, Any], *, now: dateti
 
 def record(session: Session, actor: User, data: Mapping[str, Any], *, now: datetime,
            register_revision: int | None = None) -> Exchange:
-    """Record a proposed exchange and its decision, decided as of now, with its audit event.
+    """Record a proposed exchange and its decision, decided as of now, with its audit event,
+    which is the transaction's last write: commit with ``app.database.commit``.
 
     ``register_revision``: as for ``current_register``."""
     require_role(actor, *REQUESTERS, action="submit an exchange")
@@ -199,7 +200,7 @@ def record(session: Session, actor: User, data: Mapping[str, Any], *, now: datet
         session.add(EmergencyReview(exchange=exchange, due_on=due))
     audit.record(session, action="exchange.recorded", actor=actor, organisation=request.from_org,
                  subject_type="exchange", subject_id=exchange.id, occurred_at=now,
-                 details=_audit_details(exchange, decision))
+                 details=_audit_details(exchange, decision), with_commit=True)
     return exchange
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
+from app import database
 from app.auth.models import Role
 from app.auth.permissions import require_role
 from app.clock import today, utcnow
@@ -67,7 +68,7 @@ def exchange_new():
         try:
             if recording:
                 exchange = service.record(db.session, current_user, data, now=utcnow())
-                db.session.commit()
+                database.commit(db.session)
                 flash(_recorded_message(exchange), "success")
                 return redirect(url_for("decisions.exchange", exchange_id=exchange.id))
             decision = service.check(db.session, current_user, data, now=utcnow()).to_dict()
