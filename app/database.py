@@ -22,7 +22,7 @@ from functools import cache
 from typing import TypeVar
 
 from flask import Flask, request
-from sqlalchemy import Insert, Table, event, exc, inspect
+from sqlalchemy import ColumnElement, Insert, Table, event, exc, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import MANYTOONE, Session, make_transient_to_detached
 
@@ -115,6 +115,12 @@ def insert_row(session: Session, obj: Model) -> Model:
     attached as though loaded (SQLAlchemy's ``make_transient_to_detached``), and a related object
     that is new would never be written.
     """
+    return insert_row_reading(session, obj)[0]
+
+
+def insert_row_reading(session: Session, obj: Model, also: tuple[ColumnElement, ...] = ()) -> tuple[Model, tuple]:
+    """``insert_row``, with the INSERT also returning the values of ``also``: expressions the
+    database works out in the same round trip (the audit chain's head, read under its lock)."""
     state = inspect(obj)
     if state.key is not None or state.session_id is not None:
         raise ValueError(f"{obj!r} is already in a session: insert_row writes new objects only")
@@ -135,23 +141,26 @@ def insert_row(session: Session, obj: Model) -> Model:
             values[local.key] = getattr(related, related_state.mapper.get_property_by_column(remote).key)
     table = mapper.local_table
     missing = tuple(column.key for column in table.columns if column.key not in values)
-    result = session.connection().execute(_insert(table, missing), values)
-    written = {**values, **dict(zip(missing, result.one()))} if missing else values
+    row = session.connection().execute(_insert(table, missing, also), values).one() if missing or also else None
+    if row is None:
+        session.connection().execute(_insert(table, ()), values)
+    written = {**values, **dict(zip(missing, row))} if missing else values
     for key, value in written.items():  # the foreign keys filled above, and what came back
         attribute = mapper.get_property_by_column(table.columns[key]).key
         if attribute not in state.dict:
             setattr(obj, attribute, value)
     make_transient_to_detached(obj)
     session.add(obj)
-    return obj
+    return obj, tuple(row[len(missing):]) if also else ()
 
 
 @cache
-def _insert(table: Table, returning: tuple[str, ...]) -> Insert:
-    """Built once per table and set of columns read back: building a statement, and working out its
-    cache key, costs more than running a small one."""
+def _insert(table: Table, returning: tuple[str, ...], also: tuple[ColumnElement, ...] = ()) -> Insert:
+    """Built once per table, set of columns read back and extra expressions: building a statement,
+    and working out its cache key, costs more than running a small one."""
     statement = table.insert()
-    return statement.returning(*(table.columns[key] for key in returning)) if returning else statement
+    columns = (*(table.columns[key] for key in returning), *also)
+    return statement.returning(*columns) if columns else statement
 
 
 #: Where a session keeps the rows staged to go with its COMMIT (``stage_row``).

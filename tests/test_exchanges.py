@@ -83,7 +83,8 @@ def test_record_stores_request_decision_and_audit_event_together(client, api_tok
     (ALLOWED, ["exchanges", "audit_events"]),
     (EMERGENCY, ["exchanges", "emergency_reviews", "audit_events"]),
 ])
-def test_recording_reads_the_revisions_once_and_nothing_back(client, api_token, statements, request_body, rows):
+def test_recording_reads_the_revisions_once_and_nothing_back(client, api_token, statements, backend, request_body,
+                                                            rows):
     headers = api_token(OFFICER, "submit")
     # The steady state: the token's first use noted and the register loaded.
     assert client.post("/api/v1/exchanges", json=request_body, headers=headers).status_code == 201
@@ -99,6 +100,10 @@ def test_recording_reads_the_revisions_once_and_nothing_back(client, api_token, 
     revision_reads = [s for s in statements if "register_revision" in s]
     assert len(revision_reads) == 1 and "access_revision" in revision_reads[0], "both revisions, in one statement"
     assert not [s for s in statements if "api_tokens" in s], "a token seen before is not loaded again"
+    if backend == "postgresql":  # the exchange's INSERT takes the chain's lock and reads its head
+        [insert] = [s for s in statements if s.startswith("INSERT INTO exchanges")]
+        assert "audit_chain_head_locked" in insert
+        assert [s for s in statements if "audit_chain_head_locked" in s] == [insert]
     assert response.json["requested_by"] == OFFICER and response.json["resolution"] is None
 
 

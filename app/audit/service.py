@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from flask import current_app
-from sqlalchemy import select, text
+from sqlalchemy import BigInteger, ColumnElement, String, literal_column, select, text
 from sqlalchemy.orm import Session
 
 from app.audit import chain, indexing, verification
@@ -45,6 +45,20 @@ def actor_label(actor: "User | str | None") -> tuple[str | None, int | None]:
 _HEAD_LOCKED = text("SELECT seq, hash FROM audit_chain_head_locked(:key)")
 
 
+#: The head's seq and hash as columns another statement returns, reading them under the lock: the
+#: function takes it (again, for the second: a transaction's advisory lock is re-entrant).
+_HEAD_COLUMNS = (literal_column(f"(SELECT seq FROM audit_chain_head_locked({AUDIT_APPEND_LOCK}))", BigInteger),
+                 literal_column(f"(SELECT hash FROM audit_chain_head_locked({AUDIT_APPEND_LOCK}))", String))
+
+
+def head_columns(session: Session) -> tuple[ColumnElement, ...]:
+    """On PostgreSQL, what to add to the RETURNING of the transaction's last write before its
+    audit event, so that the write also takes the chain's lock and reads its head: one round trip
+    instead of two. Pass what comes back to ``record(locked_head=...)``. Nothing on SQLite, whose
+    writing transactions hold the database from their BEGIN."""
+    return _HEAD_COLUMNS if session.get_bind().dialect.name == "postgresql" else ()
+
+
 def _locked_head(session: Session) -> tuple[int, str] | None:
     """The chain's last (seq, hash), read once concurrent appenders can no longer move it.
 
@@ -73,6 +87,7 @@ def record(
     details: dict[str, Any] | None = None,
     occurred_at: datetime | None = None,
     with_commit: bool = False,
+    locked_head: tuple[int | None, str | None] | None = None,
     protocol: str | None = None,
     subgroup: str | None = None,
     outcome: str | None = None,
@@ -83,6 +98,9 @@ def record(
     ``with_commit``: the event is the transaction's last write and its boundary commits with
     ``app.database.commit``, which sends it with the COMMIT (``app.database.stage_row``): on
     PostgreSQL the chain's lock is then held for one round trip after the head is read, not two.
+    ``locked_head``: the (seq, hash) the caller's last write read through ``head_columns`` in
+    this transaction, with nothing appended since; a head read any other way could fork the chain
+    (which its unique constraints refuse).
 
     ``protocol`` (``"code:vN"``), ``subgroup``, ``outcome`` and ``counterparty`` (the other
     organisation concerned) are written into ``details`` so the hash covers them, and copied
@@ -93,7 +111,7 @@ def record(
     # Write what the caller has pending first, so the chain's lock is held for the append alone.
     session.flush()
     write_staged(session)
-    head = _locked_head(session)
+    head = _locked_head(session) if locked_head is None else None if locked_head[0] is None else locked_head
     seq, prev_hash = (head[0] + 1, head[1]) if head else (1, chain.GENESIS_HASH)
     label, user_id = actor_label(actor)
     sealed = chain.seal(

@@ -21,7 +21,7 @@ from app.audit import service as audit
 from app.auth.models import Role, User
 from app.auth.permissions import require_role
 from app.clock import LONDON, as_utc
-from app.database import insert_row
+from app.database import insert_row_reading
 from app.decisions.engine import Decision, ExchangeRequest, OrganisationFacts, Snapshot, decide
 from app.decisions.models import EmergencyReview, Exchange, Resolution
 from app.decisions.snapshot import InvalidRequest, build_snapshot, request_from_dict
@@ -194,13 +194,14 @@ def record(session: Session, actor: User, data: Mapping[str, Any], *, now: datet
         retention_months=request.retention_months, request=request.to_dict(), decision=decision.to_dict(),
         resolution=None, emergency_review=None,
     )
-    insert_row(session, exchange)
+    # The exchange's INSERT also takes the audit chain's lock and reads its head (PostgreSQL).
+    exchange, head = insert_row_reading(session, exchange, audit.head_columns(session))
     if decision.emergency_accepted:
         due = decision.retrospective_review_due or (now.astimezone(LONDON).date() + timedelta(days=snapshot.kmisa.emergency_review_days))
         session.add(EmergencyReview(exchange=exchange, due_on=due))
     audit.record(session, action="exchange.recorded", actor=actor, organisation=request.from_org,
                  subject_type="exchange", subject_id=exchange.id, occurred_at=now,
-                 details=_audit_details(exchange, decision), with_commit=True)
+                 details=_audit_details(exchange, decision), with_commit=True, locked_head=head or None)
     return exchange
 
 
