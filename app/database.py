@@ -224,7 +224,9 @@ def commit(session: Session) -> None:
             for table, values, _obj in staged:
                 compiled = _compiled_insert(table, tuple(values), dialect)
                 connection.exec_driver_sql(compiled.string, _driver_params(compiled, values))
-            driver.commit()
+            # Queued like the INSERTs, so that leaving the pipeline sends one Sync for all of
+            # them (``driver.commit()`` would sync here, and leaving would sync again).
+            driver.execute("COMMIT", prepare=False)
     except dialect.loaded_dbapi.Error as error:
         disconnected = dialect.is_disconnect(error, driver, None)
         if disconnected:
@@ -261,14 +263,50 @@ def _forget(session: Session, staged) -> None:
             session.expunge(obj)
 
 
+#: Set on a connection once its transaction runs anything but a SELECT (PostgreSQL).
+_WROTE = "accord_wrote"
+
+
+def note_writes(engine: Engine) -> None:
+    """Note on each connection whether its transaction has run anything but a SELECT, so that
+    ``end_reads_with_commit`` knows a COMMIT would change nothing."""
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:
+        connection.info[_WROTE] = False
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _note(connection, _cursor, statement: str, *_args) -> None:
+        if not statement.startswith("SELECT"):
+            connection.info[_WROTE] = True
+
+
+def end_reads_with_commit(session: Session) -> None:
+    """End a PostgreSQL transaction that only read with COMMIT rather than ROLLBACK.
+
+    The two are the same to PostgreSQL when nothing was written, but psycopg forgets every
+    statement a connection has prepared when one of its transactions rolls back (and tells the
+    server to, a round trip): dry-run checks and reads, which never commit, kept discarding the
+    statements every request prepares. A transaction that ran anything but a SELECT is left to
+    roll back, as before.
+    """
+    if not session.in_transaction():
+        return
+    connection = session.connection()
+    if connection.dialect.name == "postgresql" and connection.info.get(_WROTE) is False:
+        session.commit()
+
+
 def init_app(app: Flask) -> None:
     """Bind the engine hooks and mark read-only requests."""
     with app.app_context():
         engine = db.engine
         if engine.dialect.name == "sqlite":
             _configure_sqlite(engine)
-        elif not app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("pool_pre_ping"):
-            ping_idle_connections(engine, app.config["DATABASE_PING_AFTER_SECONDS"])
+        else:
+            note_writes(engine)
+            if not app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("pool_pre_ping"):
+                ping_idle_connections(engine, app.config["DATABASE_PING_AFTER_SECONDS"])
 
     # A plain commit still writes staged rows; a rollback forgets them. (Every session: the
     # listeners are harmless where nothing is staged.)
@@ -284,5 +322,7 @@ def init_app(app: Flask) -> None:
             _read_only.set(False)
 
     @app.teardown_request
-    def _clear_read_only(_exc: BaseException | None) -> None:
+    def _clear_read_only(exc: BaseException | None) -> None:
         _read_only.set(False)
+        if exc is None:
+            end_reads_with_commit(db.session())

@@ -55,3 +55,13 @@ def complete(app: Flask) -> None:
     if uri.startswith("postgresql://"):
         uri = "postgresql+psycopg://" + uri[len("postgresql://"):]
     app.config["SQLALCHEMY_DATABASE_URI"] = uri
+    if uri.startswith("postgresql+psycopg://"):
+        options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+        connect_args = dict(options.get("connect_args") or {})
+        # Prepare each statement on its first execution, not its sixth: psycopg forgets every
+        # prepared statement of a connection when a transaction on it rolls back (every dry-run
+        # check and every read ends so), and at its default threshold most of the hot statements
+        # were parsed and planned anew each time.
+        connect_args.setdefault("prepare_threshold", 0)
+        options["connect_args"] = connect_args
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options

@@ -1,0 +1,70 @@
+"""How transactions end on PostgreSQL: reads with COMMIT, so psycopg keeps its prepared statements.
+
+psycopg forgets every statement a connection has prepared when a transaction on it rolls back,
+and prepares a statement only from its ``prepare_threshold``-th execution; dry-run checks and
+reads never commit, so before these settings most of the hot statements were parsed and planned
+anew on every request.
+"""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select, text
+
+from app.database import end_reads_with_commit
+from app.registry.models import Organisation
+
+OFFICER = "officer@kent-police.example"
+CHECK = {
+    "from_org": "kent-police", "to_org": "dartford-bc", "protocol": {"code": "vcs-safeguarding", "version": 2},
+    "purpose": "safeguarding_children", "data_categories": ["identity"], "subject_types": ["child"],
+    "transfer_method": "accord_transfer", "lawful_basis": "e", "legal_gateway": "cda-1998-s115",
+    "retention_months": 12,
+}
+
+
+#: Prepared statements, and their loss on rollback, are psycopg's: these run on PostgreSQL only.
+on_postgresql = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+
+
+def prepared_here(session) -> int:
+    """Statements prepared on the session's connection (PostgreSQL's own view of it)."""
+    return session.scalar(text("SELECT count(*) FROM pg_prepared_statements"))
+
+
+@on_postgresql
+def test_statements_are_prepared_on_first_execution(app, session):
+    assert app.config["SQLALCHEMY_ENGINE_OPTIONS"]["connect_args"]["prepare_threshold"] == 0
+    session.execute(select(Organisation.id).where(Organisation.code == "none"))
+    assert prepared_here(session) >= 1
+
+
+@on_postgresql
+def test_a_transaction_that_only_read_ends_with_commit_and_keeps_what_was_prepared(session, demo):
+    session.execute(select(Organisation.id).where(Organisation.code == "kent-police"))
+    before = prepared_here(session)
+    end_reads_with_commit(session())
+    assert not session().in_transaction()
+    assert prepared_here(session) >= before > 0
+
+
+def test_a_transaction_that_wrote_is_left_to_roll_back(session, demo, backend):
+    session.add(Organisation(code="left-uncommitted", name="Left", kind="voluntary"))
+    session.flush()
+    end_reads_with_commit(session())
+    assert session().in_transaction(), "nothing commits a write but the code that made it"
+    session.rollback()
+    assert session.scalar(select(Organisation.id).where(Organisation.code == "left-uncommitted")) is None
+
+
+@on_postgresql
+def test_a_dry_run_check_leaves_the_connections_prepared_statements_in_place(app, client, api_token, demo):
+    from app.extensions import db
+
+    headers = api_token(OFFICER, "check")
+    assert client.post("/api/v1/exchanges/check", json=CHECK, headers=headers).status_code == 200
+    db.session.remove()
+    assert client.post("/api/v1/exchanges/check", json=CHECK, headers=headers).status_code == 200
+    db.session.remove()
+    # The pool hands the one connection back; what the checks prepared is still there.
+    statements = db.session.scalars(text("SELECT statement FROM pg_prepared_statements")).all()
+    assert any("access_revision" in s for s in statements), statements
