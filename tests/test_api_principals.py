@@ -18,14 +18,10 @@ from app.auth.models import AccessRevision, ApiToken, User, UserRole
 from app.clock import utcnow
 from app.registry.models import Organisation
 from tests.clients import isolated_client
+from tests.world import ALLOWED as PROTOCOL_REQUEST
 
 OFFICER = "officer@kent-police.example"
-EXCHANGE = {
-    "from_org": "kent-police", "to_org": "dartford-bc", "protocol": {"code": "vcs-safeguarding", "version": 2},
-    "purpose": "safeguarding_children", "data_categories": ["identity"], "subject_types": ["child"],
-    "transfer_method": "accord_transfer", "lawful_basis": "e", "legal_gateway": "cda-1998-s115",
-    "retention_months": 12,
-}
+ALLOWED = {**PROTOCOL_REQUEST, "from_org": "kent-police", "to_org": "dartford-bc"}
 
 
 def access_revision(session) -> int:
@@ -88,10 +84,10 @@ def test_a_token_revoked_disabled_or_expired_is_refused_on_the_next_request(api,
 
 
 def test_roles_withdrawn_hold_from_the_next_request(api, seen, session):
-    assert api.post("/api/v1/exchanges/check", json=EXCHANGE, headers=seen).status_code == 200
+    assert api.post("/api/v1/exchanges/check", json=ALLOWED, headers=seen).status_code == 200
     auth_service.set_roles(session, "test", officer(session), ["auditor"])
     session.commit()
-    response = api.post("/api/v1/exchanges/check", json=EXCHANGE, headers=seen)
+    response = api.post("/api/v1/exchanges/check", json=ALLOWED, headers=seen)
     assert response.status_code == 403, response.json
     assert api.get("/api/v1/me", headers=seen).json["roles"] == ["auditor"]
 
@@ -100,7 +96,7 @@ def test_an_organisation_renamed_is_seen_by_the_next_request(api, seen, session)
     organisation = session.scalar(select(Organisation).where(Organisation.code == "kent-police"))
     organisation.name = "Kent Police (renamed)"
     session.commit()
-    response = api.post("/api/v1/exchanges", json={**EXCHANGE, "from_org": "kent-cc"}, headers=seen)
+    response = api.post("/api/v1/exchanges", json={**ALLOWED, "from_org": "kent-cc"}, headers=seen)
     assert response.status_code == 422
     assert "Kent Police (renamed)" in str(response.json["error"]["fields"])
 
@@ -109,7 +105,7 @@ def test_a_request_never_changes_the_principal_kept_in_memory(api, seen, session
     """Each request works on its own copy of the user: what one request does to it (here the
     rename a careless service might make) is not what the next request starts from."""
     principal = next(p for p in tokens._principals.values() if p.user.email == OFFICER)
-    response = api.post("/api/v1/exchanges", json=EXCHANGE, headers=seen)
+    response = api.post("/api/v1/exchanges", json=ALLOWED, headers=seen)
     assert response.status_code == 201
     assert principal.user.email == OFFICER
     assert principal.user.organisation.code == "kent-police"
