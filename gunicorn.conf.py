@@ -6,11 +6,16 @@ environment variables below are Accord's own.
 import os
 
 bind = os.environ.get("ACCORD_BIND", "127.0.0.1:8000")
-# Two cores here: 2 workers with two threads each keeps the database pool small and busy. The
-# work is mostly Python, so more threads only queue for the interpreter lock, and a thread holding
-# the audit chain's lock while it waits for the interpreter holds up every other writer.
+# Two cores here: 2 workers of one thread each. The work is mostly Python, so a second thread only
+# queues for the interpreter lock, and every recorded exchange holds the audit chain's lock from
+# reading its head until its commit: a holder waiting for the interpreter (up to its 5 ms switch
+# interval) holds up every writer of every worker. Under the load scenario a second thread kept
+# half the threads waiting on the chain's lock and cost about a quarter of the throughput
+# (docs/production.md, Capacity). The price of one thread: a slow upload or download holds its
+# worker, so a deployment taking large transfers over slow links routes the transfer endpoints to
+# an instance of its own with ACCORD_THREADS=4.
 workers = int(os.environ.get("ACCORD_WORKERS", "2"))
-threads = int(os.environ.get("ACCORD_THREADS", "2"))
+threads = int(os.environ.get("ACCORD_THREADS", "1"))
 # Threaded workers keep client connections alive between requests (sync workers close each one),
 # which spares a partner system a TCP handshake per request.
 worker_class = "gthread"
