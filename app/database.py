@@ -125,6 +125,8 @@ def insert_row_reading(session: Session, obj: Model, also: tuple[ColumnElement, 
     if state.key is not None or state.session_id is not None:
         raise ValueError(f"{obj!r} is already in a session: insert_row writes new objects only")
     session.flush()
+    # A staged row is no longer the transaction's last write, and ``also`` may read its table.
+    write_staged(session)
     mapper, values = state.mapper, {}
     for attribute in mapper.column_attrs:
         if attribute.key in state.dict:

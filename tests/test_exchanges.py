@@ -299,3 +299,25 @@ def test_impact_lists_decisions_a_proposed_version_would_change(client, api_toke
     assert result.exit_code == 0, result.output
     assert "1 of 1 recorded request(s) would get a different answer" in result.output
     assert "allow -> deny" in result.output and "transfer_method" in result.output
+
+
+def test_exchanges_recorded_one_after_another_in_one_transaction_chain_in_order(app, session, demo):
+    """The second recording reads the chain's head with its exchange's INSERT: the first one's audit
+    event, staged to go with the commit, must be written before that read, or both claim one seq."""
+    from app import database
+    from app.audit import service as audit
+    from app.auth.service import find_user_by_email
+    from app.clock import utcnow
+    from app.decisions import service
+
+    officer = find_user_by_email(session, OFFICER)
+    first = service.record(session, officer, ALLOWED, now=utcnow())
+    second = service.record(session, officer, ONE_OFF, now=utcnow())
+    database.commit(session)
+    session.expire_all()
+    events = session.scalars(select(AuditEvent).where(AuditEvent.action == "exchange.recorded")
+                             .order_by(AuditEvent.seq)).all()
+    assert [e.subject_id for e in events] == [str(first.id), str(second.id)]
+    assert events[1].seq == events[0].seq + 1 and events[1].prev_hash == events[0].hash
+    report = audit.verify(session, key=app.config["AUDIT_HMAC_KEY"].encode(), checkpoint=None, public_key=None)
+    assert report.ok, report.message
