@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from flask import current_app
-from sqlalchemy import BigInteger, ColumnElement, String, literal_column, select, text
+from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.orm import Session
 
 from app.audit import chain, indexing, verification
@@ -47,8 +47,8 @@ _HEAD_LOCKED = text("SELECT seq, hash FROM audit_chain_head_locked(:key)")
 
 #: The head's seq and hash as columns another statement returns, reading them under the lock: the
 #: function takes it (again, for the second: a transaction's advisory lock is re-entrant).
-_HEAD_COLUMNS = (literal_column(f"(SELECT seq FROM audit_chain_head_locked({AUDIT_APPEND_LOCK}))", BigInteger),
-                 literal_column(f"(SELECT hash FROM audit_chain_head_locked({AUDIT_APPEND_LOCK}))", String))
+_HEAD = func.audit_chain_head_locked(AUDIT_APPEND_LOCK).table_valued("seq", "hash")
+_HEAD_COLUMNS = (select(_HEAD.c.seq).scalar_subquery(), select(_HEAD.c.hash).scalar_subquery())
 
 
 def head_columns(session: Session) -> tuple[ColumnElement, ...]:
