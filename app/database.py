@@ -127,10 +127,7 @@ def insert_row_reading(session: Session, obj: Model, also: tuple[ColumnElement, 
     session.flush()
     # A staged row is no longer the transaction's last write, and ``also`` may read its table.
     write_staged(session)
-    mapper, values = state.mapper, {}
-    for attribute in mapper.column_attrs:
-        if attribute.key in state.dict:
-            values[attribute.columns[0].key] = state.dict[attribute.key]
+    mapper, values = state.mapper, _column_values(state)
     for relationship in mapper.relationships:
         related = state.dict.get(relationship.key)
         if related is None:
@@ -143,17 +140,22 @@ def insert_row_reading(session: Session, obj: Model, also: tuple[ColumnElement, 
             values[local.key] = getattr(related, related_state.mapper.get_property_by_column(remote).key)
     table = mapper.local_table
     missing = tuple(column.key for column in table.columns if column.key not in values)
-    row = session.connection().execute(_insert(table, missing, also), values).one() if missing or also else None
-    if row is None:
-        session.connection().execute(_insert(table, ()), values)
-    written = {**values, **dict(zip(missing, row))} if missing else values
+    result = session.connection().execute(_insert(table, missing, also), values)
+    row = result.one() if missing or also else ()
+    written = {**values, **dict(zip(missing, row))}
     for key, value in written.items():  # the foreign keys filled above, and what came back
         attribute = mapper.get_property_by_column(table.columns[key]).key
         if attribute not in state.dict:
             setattr(obj, attribute, value)
     make_transient_to_detached(obj)
     session.add(obj)
-    return obj, tuple(row[len(missing):]) if also else ()
+    return obj, tuple(row[len(missing):])
+
+
+def _column_values(state) -> dict:
+    """The column values set on a new object, by column key."""
+    return {attribute.columns[0].key: state.dict[attribute.key] for attribute in state.mapper.column_attrs
+            if attribute.key in state.dict}
 
 
 @cache
@@ -183,9 +185,7 @@ def stage_row(session: Session, obj: Model) -> Model:
     state = inspect(obj)
     if state.key is not None or state.session_id is not None:
         raise ValueError(f"{obj!r} is already in a session: stage_row writes new objects only")
-    table = state.mapper.local_table
-    values = {attribute.columns[0].key: state.dict[attribute.key] for attribute in state.mapper.column_attrs
-              if attribute.key in state.dict}
+    table, values = state.mapper.local_table, _column_values(state)
     missing = [column.key for column in table.columns if column.key not in values]
     if missing or state.mapper.relationships:
         lacking = f"lacks {', '.join(missing)}" if missing else "has relationships"
@@ -224,8 +224,7 @@ def commit(session: Session) -> None:
     try:
         with driver.pipeline():
             for table, values, _obj in staged:
-                compiled = _compiled_insert(table, tuple(values), dialect)
-                connection.exec_driver_sql(compiled.string, _driver_params(compiled, values))
+                connection.execute(_insert(table, ()), values)
             # Queued like the INSERTs, so that leaving the pipeline sends one Sync for all of
             # them (``driver.commit()`` would sync here, and leaving would sync again).
             driver.execute("COMMIT", prepare=False)
@@ -239,19 +238,6 @@ def commit(session: Session) -> None:
                                       connection_invalidated=disconnected, dialect=dialect) from error
     # The transaction is over; this closes SQLAlchemy's side of it (psycopg sends nothing more).
     session.commit()
-
-
-@cache
-def _compiled_insert(table: Table, columns: tuple[str, ...], dialect):
-    return _insert(table, ()).compile(dialect=dialect, column_keys=list(columns))
-
-
-def _driver_params(compiled, values: dict) -> dict:
-    """The parameters as the driver takes them: each column type's own conversion applied (the
-    compiled statement's bind processors, as SQLAlchemy's own execution applies them)."""
-    params = compiled.construct_params(values)
-    processors = compiled._bind_processors
-    return {key: processors[key](value) if key in processors else value for key, value in params.items()}
 
 
 def _drop_staged(session: Session, *_args) -> None:

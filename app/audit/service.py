@@ -111,7 +111,10 @@ def record(
     # Write what the caller has pending first, so the chain's lock is held for the append alone.
     session.flush()
     write_staged(session)
-    head = _locked_head(session) if locked_head is None else None if locked_head[0] is None else locked_head
+    if locked_head is None:
+        head = _locked_head(session)
+    else:  # read by the caller's INSERT; (None, None) while the chain is empty
+        head = locked_head if locked_head[0] is not None else None
     seq, prev_hash = (head[0] + 1, head[1]) if head else (1, chain.GENESIS_HASH)
     label, user_id = actor_label(actor)
     sealed = chain.seal(

@@ -7,8 +7,8 @@ from flask import Response, current_app, g
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic_core import to_json, to_jsonable_python
 
-from app.api.auth import api_user
 from app import database
+from app.api.auth import api_user
 from app.api.errors import standard_responses
 from app.clock import utcnow
 from app.decisions import service
