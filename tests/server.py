@@ -84,8 +84,8 @@ def start(env: dict[str, str], tmp: Path, *, workers: int = 4, preload: bool = F
           ready_within: float = 90.0) -> Server:
     """Start gunicorn and wait until every worker has answered /healthz.
 
-    The settings are the project's ``gunicorn.conf.py`` (gthread workers), which gunicorn reads
-    from the working directory, with the bind address, worker count and logs set here.
+    The settings are the project's ``gunicorn.conf.py`` (``app.serving.MainThreadWorker``), which
+    gunicorn reads from the working directory, with the bind address, worker count and logs set here.
     ``preload`` builds the app once in the master before forking the workers: a quicker start for
     tests that restart the server many times (the factory opens no connection, so nothing is
     shared across the fork). ``threads=1`` makes each worker take one request at a time, so

@@ -1,0 +1,169 @@
+"""``app.serving.MainThreadWorker``: gthread's worker answering on its main thread.
+
+A real gunicorn on 127.0.0.1 serves ``tests.wsgi_probe``; the tests hold it to what gthread
+gives partners (kept-alive and pipelined requests, a slow client that cannot hold up the others,
+a long request that is not taken for a stuck worker, a graceful stop) and to its one difference:
+the request is answered on the worker's main thread.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.server import HOST, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = Path(sys.executable).parent / "gunicorn"
+
+
+def start(*options: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(
+        [str(GUNICORN), "--worker-class", "app.serving.MainThreadWorker", "--workers", "1", "--bind",
+         f"{HOST}:{port}", "--keep-alive", "5", "--no-control-socket", *options, "tests.wsgi_probe:app"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    log.close()  # the child has its own copy
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            get(port, "/ready")
+            return process, port
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {process.returncode}")
+            time.sleep(0.1)
+    stop(process)
+    raise RuntimeError("gunicorn did not start within 30 s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def get(port: int, path: str, timeout: float = 10) -> dict:
+    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        assert response.status == 200
+        return json.loads(response.read())
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def server():
+    process, port = start()
+    yield port
+    stop(process)
+
+
+def test_kept_alive_requests_are_answered_on_the_main_thread(server):
+    connection = http.client.HTTPConnection(HOST, server, timeout=10)
+    try:
+        answers = []
+        for path in ("/one", "/two", "/three"):
+            connection.request("GET", path)
+            response = connection.getresponse()
+            assert response.status == 200
+            assert response.getheader("Connection", "").lower() != "close"
+            answers.append(json.loads(response.read()))
+            if path == "/one":
+                first_socket = connection.sock
+            assert connection.sock is first_socket  # the same connection throughout
+    finally:
+        connection.close()
+    assert [a["path"] for a in answers] == ["/one", "/two", "/three"]
+    assert all(a["main_thread"] for a in answers)
+    assert [a["answered"] for a in answers] == list(range(answers[0]["answered"], answers[0]["answered"] + 3))
+
+
+def test_pipelined_requests_are_answered_in_order(server):
+    requests = b"".join(f"GET /p{i} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode() for i in range(4))
+    requests += f"GET /p4 HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
+    answer = b""
+    with socket.create_connection((HOST, server), timeout=10) as sock:
+        sock.sendall(requests)  # all five at once, before any answer
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.count(b"HTTP/1.1 200 OK") == 5
+    assert re.findall(rb'"path": "(/p\d)"', answer) == [f"/p{i}".encode() for i in range(5)]
+
+
+def test_a_client_slow_to_send_holds_up_nobody(server):
+    with socket.create_connection((HOST, server), timeout=10) as slow:
+        started = time.monotonic()
+        assert get(server, "/meanwhile")["path"] == "/meanwhile"
+        assert time.monotonic() - started < 2  # not after the slow client's keep-alive timeout
+        slow.sendall(f"GET /at-last HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := slow.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200") and b'"/at-last"' in answer
+
+
+def test_a_request_longer_than_the_timeout_is_not_taken_for_a_stuck_worker():
+    # The arbiter kills a worker it has not heard from for --timeout seconds; the request below
+    # holds the main thread three times that long.
+    process, port = start("--timeout", "1")
+    try:
+        before = get(port, "/before")
+        during = get(port, "/sleep/3")
+        after = get(port, "/after")
+    finally:
+        stop(process)
+    assert before["pid"] == during["pid"] == after["pid"]
+    assert after["answered"] == during["answered"] + 1 == before["answered"] + 2
+
+
+def test_a_stop_lets_the_request_in_hand_finish():
+    process, port = start("--graceful-timeout", "10")
+    try:
+        connection = http.client.HTTPConnection(HOST, port, timeout=10)
+        connection.request("GET", "/sleep/1")
+        time.sleep(0.3)
+        os.killpg(process.pid, signal.SIGTERM)
+        response = connection.getresponse()
+        assert response.status == 200
+        assert json.loads(response.read())["path"] == "/sleep/1"
+        connection.close()
+        assert process.wait(timeout=15) == 0
+    finally:
+        stop(process)
+
+
+def test_with_threads_it_is_gthread_as_it_is():
+    process, port = start("--threads", "2")
+    try:
+        answers = [get(port, f"/t{i}") for i in range(3)]
+    finally:
+        stop(process)
+    assert not any(a["main_thread"] for a in answers)
+
+
+def test_the_production_configuration_uses_it():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCORD_")}
+    printed = subprocess.run([str(GUNICORN), "-c", "gunicorn.conf.py", "--print-config", "app:create_app()"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+    settings = {name.strip(): value.strip() for name, _, value in
+                (line.partition("=") for line in printed.splitlines() if "=" in line)}
+    assert settings["worker_class"] == "app.serving.MainThreadWorker"
+    assert settings["threads"] == "1"

@@ -1,0 +1,25 @@
+"""A WSGI app that reports where it ran, for the tests of the gunicorn worker (``app.serving``).
+
+``/sleep/<seconds>`` answers after that long; every answer says which process and thread
+answered it and how many requests that process has answered.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+answered = 0
+
+
+def app(environ, start_response):
+    global answered
+    path = environ["PATH_INFO"]
+    if path.startswith("/sleep/"):
+        time.sleep(float(path.rsplit("/", 1)[1]))
+    answered += 1
+    body = json.dumps({"path": path, "pid": os.getpid(), "answered": answered,
+                       "main_thread": threading.current_thread() is threading.main_thread()}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
