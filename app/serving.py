@@ -8,6 +8,7 @@ thread; its threads serve requests side by side.
 """
 from __future__ import annotations
 
+import gc
 import threading
 from collections import deque
 from concurrent.futures import Future
@@ -20,6 +21,11 @@ from gunicorn.workers import gthread
 #: A transfer of the largest allowed payload can take minutes; gthread workers answer the
 #: arbiter's heartbeat from their main thread, so this only bounds a truly stuck worker.
 WORKER_TIMEOUT_SECONDS = 300
+
+
+#: Requests a worker answers before what it has built to serve them (the register, compiled
+#: statements, principals) is taken out of the garbage collector's sight.
+SETTLED_AFTER_REQUESTS = 200
 
 
 class MainThreadWorker(gthread.ThreadWorker):
@@ -36,13 +42,33 @@ class MainThreadWorker(gthread.ThreadWorker):
 
     The arbiter's heartbeat comes from a thread of its own, as gthread's comes from its main
     thread while the pool threads work, so a long transfer is not taken for a stuck worker.
+
+    What lives as long as the worker (the app, and once it has served a few hundred requests the
+    register, compiled statements and principals) is frozen out of the garbage collector's sight
+    (``gc.freeze``): a worker holds some 170,000 such objects, and each full collection walked
+    them all, a pause of 250 to 300 ms measured under load, against some 25 ms frozen.
+    Reference counting still frees them when they go; only a cycle among them would stay.
     """
 
     def init_process(self) -> None:
         self._inline = self.cfg.threads == 1
         self._ready: deque = deque()
         self._answering = False
+        self._settled = False
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        # Before the first request, so nothing waits for the collection.
+        gc.collect()
+        gc.freeze()
+
+    def finish_request(self, conn, fs) -> None:
+        super().finish_request(conn, fs)
+        if not self._settled and self.nr >= SETTLED_AFTER_REQUESTS:
+            self._settled = True
+            gc.collect(1)  # the young generations only: a millisecond or two
+            gc.freeze()
 
     def run(self) -> None:
         if not self._inline:

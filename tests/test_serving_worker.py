@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from app.serving import SETTLED_AFTER_REQUESTS
 from tests.server import HOST, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,6 +149,20 @@ def test_a_stop_lets_the_request_in_hand_finish():
         assert process.wait(timeout=15) == 0
     finally:
         stop(process)
+
+
+def test_what_lives_as_long_as_the_worker_is_frozen_out_of_the_collectors_sight(server):
+    connection = http.client.HTTPConnection(HOST, server, timeout=10)
+    try:
+        answers = []
+        for _ in range(SETTLED_AFTER_REQUESTS + 1):
+            connection.request("GET", "/settling")
+            answers.append(json.loads(connection.getresponse().read()))
+    finally:
+        connection.close()
+    assert answers[0]["frozen"] > 0  # the app, frozen before the first request
+    settled = next(a for a in answers if a["answered"] == SETTLED_AFTER_REQUESTS + 1)
+    assert settled["frozen"] > answers[0]["frozen"]  # what serving built, once settled
 
 
 def test_with_threads_it_is_gthread_as_it_is():
