@@ -7,8 +7,12 @@ anew on every request.
 """
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 
 from app.database import end_reads_with_commit
 from app.registry.models import Organisation
@@ -64,3 +68,44 @@ def test_a_dry_run_check_leaves_the_connections_prepared_statements_in_place(app
     # The pool hands the one connection back; what the checks prepared is still there.
     statements = db.session.scalars(text("SELECT statement FROM pg_prepared_statements")).all()
     assert any("access_revision" in s for s in statements), statements
+
+
+# --- round trips ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def round_trips(engine) -> Iterator[list[int]]:
+    """Count the round trips to PostgreSQL while the block runs, from libpq's protocol trace:
+    each ReadyForQuery the server sends ends one (a simple query, or a Sync)."""
+    counted: list[int] = []
+    traced = []
+    with tempfile.TemporaryFile("w+") as trace:
+
+        def follow(dbapi_connection, _record, _proxy) -> None:
+            dbapi_connection.pgconn.trace(trace.fileno())
+            traced.append(dbapi_connection)
+
+        event.listen(engine, "checkout", follow)
+        try:
+            yield counted
+        finally:
+            event.remove(engine, "checkout", follow)
+            for connection in traced:
+                if not connection.closed:
+                    connection.pgconn.untrace()
+        trace.seek(0)
+        counted.append(sum(1 for line in trace if "\tB\t" in line and "\tReadyForQuery" in line))
+
+
+@on_postgresql
+def test_a_recorded_exchange_is_four_round_trips(app, client, api_token, demo):
+    from app.extensions import db
+
+    headers = api_token(OFFICER, "submit")
+    for _ in range(2):  # the token's first use loads it; psycopg prepares each statement once, apart
+        assert client.post("/api/v1/exchanges", json=ALLOWED, headers=headers).status_code == 201
+    with round_trips(db.engine) as trips:
+        assert client.post("/api/v1/exchanges", json=ALLOWED, headers=headers).status_code == 201
+    # BEGIN; the register and access revisions; the exchange's INSERT, which takes the audit
+    # chain's lock and returns its head; the audit event's INSERT with the COMMIT.
+    assert trips == [4]
