@@ -45,9 +45,11 @@ def run(seconds: float | None = None, clients: int = 32, instances: int = 2, wor
         load.run_load(stack.ports, tokens, clients=clients, duration_s=3)
         groups = [process.pid for process in stack.servers]
         postmaster = load.postmaster_pid(server.datadir)
+        speed_before = load.host_speed_ms()
         cpu_before, load_before = load.cpu_seconds_by_group(groups, postmaster), os.getloadavg()
         result = load.run_load(stack.ports, tokens, clients=clients, duration_s=seconds)
         cpu_after, load_after = load.cpu_seconds_by_group(groups, postmaster), os.getloadavg()
+        speed_after = load.host_speed_ms()
         checks = load.invariants(stack.database_url, result, load.SECRETS["ACCORD_AUDIT_HMAC_KEY"],
                                  port=stack.ports[0], tokens=tokens)
         checks.update(duplicate_reminders(stack.database_url))
@@ -60,7 +62,10 @@ def run(seconds: float | None = None, clients: int = 32, instances: int = 2, wor
                       "clients": clients, "seconds": seconds, "mix": load.MIX,
                       "database": "PostgreSQL 15 (throwaway, loopback, fsync and synchronous_commit on)"},
             "machine_load": {"loadavg_1min_before": round(load_before[0], 2),
-                             "loadavg_1min_after": round(load_after[0], 2), "cpus": os.cpu_count()},
+                             "loadavg_1min_after": round(load_after[0], 2), "cpus": os.cpu_count(),
+                             # The same Python on one core before and after (load.host_speed_ms):
+                             # compare runs only where these are alike.
+                             "host_speed_ms_before": speed_before, "host_speed_ms_after": speed_after},
             "load": summary,
             "cpu_ms_per_recorded_submission": cpu_per_submission(cpu_before, cpu_after, result),
             "invariants": checks,

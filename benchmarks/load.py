@@ -455,6 +455,24 @@ def postmaster_pid(datadir: Path) -> int | None:
         return None
 
 
+def host_speed_ms(rounds: int = 5) -> float:
+    """CPU milliseconds a fixed piece of Python (dicts, strings, JSON, SHA-256) takes on one core,
+    the fastest of ``rounds``: lower is faster. Virtual machines' speed wanders from one run to
+    the next; this, taken before and after a run, tells a slow host from a slow build."""
+    def work() -> str:
+        table = {}
+        for i in range(200_000):
+            table[i % 1000] = str(i)
+        return hashlib.sha256(json.dumps(table).encode()).hexdigest()
+
+    timings = []
+    for _ in range(rounds):
+        started = time.process_time()
+        work()
+        timings.append(time.process_time() - started)
+    return round(min(timings) * 1000, 1)
+
+
 # --- what must hold afterwards --------------------------------------------------------------------
 
 
