@@ -1,4 +1,6 @@
-"""The embedded server behind ``accord serve`` (and so ``make run``): one gunicorn worker with threads.
+"""How Accord is served: the gunicorn worker of production (``MainThreadWorker``, named in
+gunicorn.conf.py), and the embedded server behind ``accord serve`` (and so ``make run``): one
+gunicorn worker with threads.
 
 Gunicorn hands the app each request body as it arrives on the socket, so an upload is encrypted
 segment by segment as it streams in and its plaintext never touches the disk. (Waitress, which
