@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from benchmarks import load
@@ -47,6 +48,7 @@ def run(seconds: float | None = None, clients: int = 32, instances: int = 2, wor
         postmaster = load.postmaster_pid(server.datadir)
         speed_before = load.host_speed_ms()
         cpu_before, load_before = load.cpu_seconds_by_group(groups, postmaster), os.getloadavg()
+        measured_from = time.time()
         result = load.run_load(stack.ports, tokens, clients=clients, duration_s=seconds)
         cpu_after, load_after = load.cpu_seconds_by_group(groups, postmaster), os.getloadavg()
         speed_after = load.host_speed_ms()
@@ -67,6 +69,7 @@ def run(seconds: float | None = None, clients: int = 32, instances: int = 2, wor
                              # compare runs only where these are alike.
                              "host_speed_ms_before": speed_before, "host_speed_ms_after": speed_after},
             "load": summary,
+            "server_side": load.server_side_ms(stack, measured_from),
             "cpu_ms_per_recorded_submission": cpu_per_submission(cpu_before, cpu_after, result),
             "invariants": checks,
             "targets": {

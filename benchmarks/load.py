@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import random
+import re
 import signal
 import socket
 import statistics
@@ -26,6 +27,7 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -453,6 +455,43 @@ def postmaster_pid(datadir: Path) -> int | None:
         return int((datadir / "postmaster.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+#: The operations of the mix, by the method and path shape their access lines show.
+_OPERATIONS = (
+    ("POST", re.compile(r"^/api/v1/exchanges$"), "submit"),
+    ("POST", re.compile(r"^/api/v1/exchanges/check$"), "check"),
+    ("GET", re.compile(r"^/api/v1/exchanges/\d+$"), "read"),
+    ("POST", re.compile(r"^/api/v1/exchanges/\d+/transfer$"), "upload"),
+    ("GET", re.compile(r"^/api/v1/transfers/[^/]+/payload$"), "download"),
+)
+
+
+def server_side_ms(stack: Stack, since: float) -> dict[str, dict[str, float | int | None]]:
+    """p50/p95/p99 of the time each operation took inside the servers (the access lines'
+    ``duration_ms``, from the first byte of the request to the last of the answer) for requests
+    logged at or after ``since`` (a ``time.time()``). Set beside the clients' figures, the gap is
+    the time requests waited for their worker."""
+    durations: dict[str, list[float]] = defaultdict(list)
+    for log in stack.workdir.glob("server-*.log"):
+        with open(log, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                if '"accord.access"' not in line:
+                    continue
+                try:
+                    entry = json.loads(line)
+                    logged = datetime.fromisoformat(entry["time"]).timestamp()
+                except (ValueError, KeyError):
+                    continue
+                if logged < since:
+                    continue
+                kind = next((name for method, path, name in _OPERATIONS
+                             if entry.get("method") == method and path.match(entry.get("path", ""))), None)
+                if kind is not None:
+                    durations[kind].append(entry["duration_ms"] / 1000)
+    return {kind: {"requests": len(values), "p50_ms": _percentile_ms(values, 0.50),
+                   "p95_ms": _percentile_ms(values, 0.95), "p99_ms": _percentile_ms(values, 0.99)}
+            for kind, values in sorted((k, sorted(v)) for k, v in durations.items())}
 
 
 def host_speed_ms(rounds: int = 5) -> float:
