@@ -32,8 +32,9 @@ def start(*options: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     log = tempfile.TemporaryFile()
     process = subprocess.Popen(
-        [str(GUNICORN), "--worker-class", "app.serving.MainThreadWorker", "--workers", "1", "--bind",
-         f"{HOST}:{port}", "--keep-alive", "5", "--no-control-socket", *options, "tests.wsgi_probe:app"],
+        # -c /dev/null: gunicorn would otherwise read the project's gunicorn.conf.py from the folder.
+        [str(GUNICORN), "-c", os.devnull, "--worker-class", "app.serving.MainThreadWorker", "--workers", "1",
+         "--bind", f"{HOST}:{port}", "--keep-alive", "5", "--no-control-socket", *options, "tests.wsgi_probe:app"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
     log.close()  # the child has its own copy
     deadline = time.monotonic() + 30
@@ -163,6 +164,16 @@ def test_what_lives_as_long_as_the_worker_is_frozen_out_of_the_collectors_sight(
     assert answers[0]["frozen"] > 0  # the app, frozen before the first request
     settled = next(a for a in answers if a["answered"] == SETTLED_AFTER_REQUESTS + 1)
     assert settled["frozen"] > answers[0]["frozen"]  # what serving built, once settled
+
+
+def test_a_worker_at_its_max_requests_is_replaced_and_nothing_is_refused():
+    process, port = start("--max-requests", "5")
+    try:
+        answers = [get(port, f"/n{i}") for i in range(12)]
+    finally:
+        stop(process)
+    assert len({a["pid"] for a in answers}) >= 2  # replaced at least once
+    assert all(a["answered"] <= 5 for a in answers)
 
 
 def test_with_threads_it_is_gthread_as_it_is():
