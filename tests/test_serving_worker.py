@@ -193,3 +193,29 @@ def test_the_production_configuration_uses_it():
                 (line.partition("=") for line in printed.splitlines() if "=" in line)}
     assert settings["worker_class"] == "app.serving.MainThreadWorker"
     assert settings["threads"] == "1"
+    assert settings["http_parser"] == "fast"
+
+
+MALFORMED = {
+    "a length and a chunked body": b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                                   b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "two lengths": b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+    "a signed length": b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: +4\r\n\r\nabcd",
+    "a space before the colon": b"GET /a HTTP/1.1\r\nHost : x\r\n\r\n",
+    "bare line feeds": b"GET /a HTTP/1.1\nHost: x\n\n",
+    "a folded header": b"GET /a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  2\r\n\r\n",
+    "a NUL in a header": b"GET /a HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("parser", ["fast", "python"])
+def test_malformed_requests_are_refused_by_either_parser(parser):
+    process, port = start("--http-parser", parser)
+    try:
+        for name, raw in MALFORMED.items():
+            with socket.create_connection((HOST, port), timeout=10) as sock:
+                sock.sendall(raw)
+                assert sock.recv(64).startswith(b"HTTP/1.1 400 "), name
+        assert get(port, "/still-serving")["path"] == "/still-serving"
+    finally:
+        stop(process)
