@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -71,11 +73,20 @@ def get(port: int, path: str, timeout: float = 10) -> dict:
         connection.close()
 
 
+@contextmanager
+def serving(*options: str) -> Iterator[int]:
+    """A gunicorn started with ``options`` for the block, by its port; stopped afterwards."""
+    process, port = start(*options)
+    try:
+        yield port
+    finally:
+        stop(process)
+
+
 @pytest.fixture
 def server():
-    process, port = start()
-    yield port
-    stop(process)
+    with serving() as port:
+        yield port
 
 
 def test_kept_alive_requests_are_answered_on_the_main_thread(server):
@@ -125,13 +136,10 @@ def test_a_client_slow_to_send_holds_up_nobody(server):
 def test_a_request_longer_than_the_timeout_is_not_taken_for_a_stuck_worker():
     # The arbiter kills a worker it has not heard from for --timeout seconds; the request below
     # holds the main thread three times that long.
-    process, port = start("--timeout", "1")
-    try:
+    with serving("--timeout", "1") as port:
         before = get(port, "/before")
         during = get(port, "/sleep/3")
         after = get(port, "/after")
-    finally:
-        stop(process)
     assert before["pid"] == during["pid"] == after["pid"]
     assert after["answered"] == during["answered"] + 1 == before["answered"] + 2
 
@@ -167,21 +175,15 @@ def test_what_lives_as_long_as_the_worker_is_frozen_out_of_the_collectors_sight(
 
 
 def test_a_worker_at_its_max_requests_is_replaced_and_nothing_is_refused():
-    process, port = start("--max-requests", "5")
-    try:
+    with serving("--max-requests", "5") as port:
         answers = [get(port, f"/n{i}") for i in range(12)]
-    finally:
-        stop(process)
     assert len({a["pid"] for a in answers}) >= 2  # replaced at least once
     assert all(a["answered"] <= 5 for a in answers)
 
 
 def test_with_threads_it_is_gthread_as_it_is():
-    process, port = start("--threads", "2")
-    try:
+    with serving("--threads", "2") as port:
         answers = [get(port, f"/t{i}") for i in range(3)]
-    finally:
-        stop(process)
     assert not any(a["main_thread"] for a in answers)
 
 
@@ -210,12 +212,9 @@ MALFORMED = {
 
 @pytest.mark.parametrize("parser", ["fast", "python"])
 def test_malformed_requests_are_refused_by_either_parser(parser):
-    process, port = start("--http-parser", parser)
-    try:
+    with serving("--http-parser", parser) as port:
         for name, raw in MALFORMED.items():
             with socket.create_connection((HOST, port), timeout=10) as sock:
                 sock.sendall(raw)
                 assert sock.recv(64).startswith(b"HTTP/1.1 400 "), name
         assert get(port, "/still-serving")["path"] == "/still-serving"
-    finally:
-        stop(process)
