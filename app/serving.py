@@ -10,8 +10,12 @@ thread; its threads serve requests side by side.
 """
 from __future__ import annotations
 
+import ctypes
 import gc
+import multiprocessing
+import os
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
 from typing import Any
@@ -29,6 +33,66 @@ WORKER_TIMEOUT_SECONDS = 300
 #: statements, principals) is taken out of the garbage collector's sight.
 SETTLED_AFTER_REQUESTS = 200
 
+#: How long a worker with more connections than a sibling leaves a waiting connection to that
+#: sibling before taking it itself (the sibling may be busy with a long request).
+ACCEPT_DEFERRAL_SECONDS = 0.05
+
+#: How often a worker leaving new connections to a sibling looks at the board again: it takes
+#: connections again as soon as it holds no more than the sibling.
+BOARD_RECHECK_SECONDS = 0.005
+
+
+class ConnectionBoard:
+    """How many connections each worker of one gunicorn instance holds, in memory they share.
+
+    The kernel gives a new connection to whichever worker calls ``accept`` first, so under a
+    burst of new keep-alive connections one worker of two took 15 of 16 (seen under the load
+    scenario): its clients waited behind each other while the other worker had one client.
+    Workers publish their count here and one that holds more than a sibling leaves new
+    connections to it for a moment (least connections, as a proxy in front would balance).
+
+    A slot is two integers, the worker's pid and its connection count; a worker writes only its
+    own slot (its age modulo the slots), and a reader skips slots of processes that are gone. Made
+    by the arbiter before it forks its first worker, so every worker maps the same memory.
+    """
+
+    SLOTS = 64
+
+    def __init__(self) -> None:
+        self._cells = multiprocessing.RawArray(ctypes.c_long, 2 * self.SLOTS)
+
+    def publish(self, slot: int, pid: int, connections: int) -> None:
+        self._cells[2 * slot] = pid
+        self._cells[2 * slot + 1] = connections
+
+    def withdraw(self, slot: int) -> None:
+        """The worker in ``slot`` takes no new connections (it is stopping)."""
+        self._cells[2 * slot] = 0
+
+    def workers(self) -> dict[int, int]:
+        """pid: connections, for every worker that has published and not withdrawn."""
+        cells = self._cells
+        return {cells[2 * slot]: cells[2 * slot + 1] for slot in range(self.SLOTS) if cells[2 * slot]}
+
+    def fewest_elsewhere(self, slot: int) -> int | None:
+        """The fewest connections a live sibling of the worker in ``slot`` holds (None: no sibling)."""
+        fewest = None
+        cells = self._cells
+        for other in range(self.SLOTS):
+            pid = cells[2 * other]
+            if other == slot or pid == 0:
+                continue
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:  # killed before it could withdraw
+                continue
+            except PermissionError:  # alive, under another user
+                pass
+            count = cells[2 * other + 1]
+            if fewest is None or count < fewest:
+                fewest = count
+        return fewest
+
 
 class MainThreadWorker(gthread.ThreadWorker):
     """gunicorn's gthread worker that, given one thread, answers each request on its main thread.
@@ -40,7 +104,14 @@ class MainThreadWorker(gthread.ThreadWorker):
     recorded a fifth more exchanges a second (docs/production.md, Capacity). Everything else is
     gthread's: keep-alive and its timeout, connections that have sent nothing yet waiting in the
     event loop (gthread's one thread would wait up to 5 s for them), max_requests, graceful stop.
-    With more than one thread it is gthread as it is.
+    With more than one thread it answers as gthread does.
+
+    New connections are spread evenly over the instance's workers (``ConnectionBoard``): a worker
+    holding more connections than a sibling leaves a new one to it, and takes it after
+    ``ACCEPT_DEFERRAL_SECONDS`` if the sibling is busy. Left to the kernel, one worker of two
+    took 15 of the load scenario's 16 kept-alive clients and their p99 was twice that of an even
+    split (docs/production.md, Capacity). Not with ``reuse_port``, where each worker has a socket
+    of its own.
 
     The arbiter's heartbeat comes from a thread of its own, as gthread's comes from its main
     thread while the pool threads work, so a long transfer is not taken for a stuck worker.
@@ -52,7 +123,21 @@ class MainThreadWorker(gthread.ThreadWorker):
     Reference counting still frees them when they go; only a cycle among them would stay.
     """
 
+    #: Made by the arbiter with its first worker, inherited by every worker it forks.
+    board: ConnectionBoard | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # in the arbiter, before the fork
+        if MainThreadWorker.board is None:
+            MainThreadWorker.board = ConnectionBoard()
+        self._slot = self.age % ConnectionBoard.SLOTS
+        self._paused_since: float | None = None  # leaving new connections to a sibling since
+        self._take_until = float("-inf")  # a connection that waited out a pause is taken until then
+
     def init_process(self) -> None:
+        # With SO_REUSEPORT each worker has a socket of its own: a connection the kernel queued on
+        # this worker's would only wait longer for it.
+        self._balance = not self.cfg.reuse_port
         self._inline = self.cfg.threads == 1
         self._ready: deque = deque()
         self._answering = False
@@ -67,27 +152,76 @@ class MainThreadWorker(gthread.ThreadWorker):
 
     def finish_request(self, conn, fs) -> None:
         super().finish_request(conn, fs)
+        self._publish()
         if not self._settled and self.nr >= SETTLED_AFTER_REQUESTS:
             self._settled = True
             gc.collect(1)  # the young generations only: a millisecond or two
             gc.freeze()
 
     def run(self) -> None:
-        if not self._inline:
-            super().run()
-            return
         stopped = threading.Event()
-        interval = max(1.0, self.timeout / 4)
+        # As often as gthread's own loop does, and well within the arbiter's --timeout however short.
+        interval = min(1.0, self.timeout / 2)
 
         def beat() -> None:
             while not stopped.wait(interval):
                 self.notify()
 
-        threading.Thread(target=beat, name="heartbeat", daemon=True).start()
+        if self._inline:
+            threading.Thread(target=beat, name="heartbeat", daemon=True).start()
         try:
             super().run()
         finally:
             stopped.set()
+            self.board.withdraw(self._slot)
+
+    # --- connections spread evenly over the instance's workers ----------------------------------
+
+    def _publish(self) -> None:
+        if self.alive:
+            self.board.publish(self._slot, self.pid, self.nr_conns)
+        else:
+            self.board.withdraw(self._slot)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        # Called by gthread's event loop before it waits, after any connection timed out; accept
+        # and finish_request publish too, so a sibling sees a new or closed connection at once.
+        self._publish()
+        if self._paused_since is not None:
+            waited = time.monotonic() - self._paused_since
+            if waited >= ACCEPT_DEFERRAL_SECONDS:
+                self._take_until = time.monotonic() + ACCEPT_DEFERRAL_SECONDS
+                self._resume_accepting()
+            elif not self._over_share():
+                self._resume_accepting()
+            else:
+                timeout = min(timeout, BOARD_RECHECK_SECONDS, ACCEPT_DEFERRAL_SECONDS - waited)
+        super().wait_for_and_dispatch_events(timeout)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        if self._paused_since is not None:
+            enabled = False  # gthread's loop asks on every turn; the pause ends in the method above
+        super().set_accept_enabled(enabled)
+
+    def accept(self, listener) -> None:
+        if self._balance and time.monotonic() >= self._take_until and self._over_share():
+            # A less busy sibling is left this connection: stop watching for new ones for a moment.
+            self._paused_since = time.monotonic()
+            self.set_accept_enabled(False)
+            return
+        super().accept(listener)
+        self._publish()
+
+    def _over_share(self) -> bool:
+        """Whether a live sibling holds fewer connections than this worker."""
+        fewest = self.board.fewest_elsewhere(self._slot)
+        return fewest is not None and self.nr_conns > fewest
+
+    def _resume_accepting(self) -> None:
+        self._paused_since = None
+        self.set_accept_enabled(self.nr_conns < self.worker_connections)
+
+    # --- answering on the main thread ----------------------------------------------------------
 
     def enqueue_req(self, conn) -> None:
         # Called from the event loop for a connection that is readable, or that has a request in

@@ -17,13 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from app.serving import SETTLED_AFTER_REQUESTS
+from app.serving import SETTLED_AFTER_REQUESTS, ConnectionBoard
 from tests.server import HOST, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,6 +180,79 @@ def test_a_worker_at_its_max_requests_is_replaced_and_nothing_is_refused():
         answers = [get(port, f"/n{i}") for i in range(12)]
     assert len({a["pid"] for a in answers}) >= 2  # replaced at least once
     assert all(a["answered"] <= 5 for a in answers)
+
+
+def wait_for_workers(port: int, count: int) -> None:
+    """Until ``count`` workers have published on the board (a worker publishes when it first waits)."""
+    deadline = time.monotonic() + 30
+    while len(get(port, "/board")["board"]) < count:
+        assert time.monotonic() < deadline, f"{count} workers did not start within 30 s"
+        time.sleep(0.1)
+
+
+def hold(port: int, path: str) -> tuple[http.client.HTTPConnection, dict]:
+    """A kept-alive connection, and the answer to the request sent on it."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=10)
+    connection.request("GET", path)
+    response = connection.getresponse()
+    assert response.status == 200
+    return connection, json.loads(response.read())
+
+
+def test_new_connections_are_spread_evenly_over_the_workers():
+    # The kernel hands a new connection to whichever worker accepts first: without the board, one
+    # worker often takes most of a burst (15 of 16 under the load scenario).
+    with serving("--workers", "2") as port:
+        wait_for_workers(port, 2)
+        held = [hold(port, f"/c{i}") for i in range(8)]
+        try:
+            by_worker = Counter(answer["pid"] for _, answer in held)
+            last_board = held[-1][1]["board"]
+        finally:
+            for connection, _ in held:
+                connection.close()
+    assert sorted(by_worker.values()) == [4, 4], by_worker
+    assert sorted(last_board.values()) in ([3, 4], [4, 4])  # published as of each worker's last wait
+
+
+def test_a_worker_busy_with_a_long_request_does_not_hold_up_new_connections():
+    # The less loaded worker is left new connections, but one busy for seconds must not keep them
+    # waiting: after a short pause the other worker takes them.
+    with serving("--workers", "2") as port:
+        wait_for_workers(port, 2)
+        held = [hold(port, f"/c{i}") for i in range(3)]  # two on one worker, one on the other
+        try:
+            by_worker = Counter(answer["pid"] for _, answer in held)
+            assert sorted(by_worker.values()) == [1, 2], by_worker
+            lone = next(c for c, answer in held if by_worker[answer["pid"]] == 1)
+            lone.request("GET", "/sleep/3")  # the lone connection's worker is now busy
+            time.sleep(0.3)
+            started = time.monotonic()
+            answer = get(port, "/new")
+            waited = time.monotonic() - started
+            assert lone.getresponse().status == 200
+        finally:
+            for connection, _ in held:
+                connection.close()
+    assert waited < 1.5, f"the new connection waited {waited:.1f} s for the busy worker"
+    assert by_worker[answer["pid"]] == 2
+
+
+def test_the_board_counts_only_live_workers_that_take_connections():
+    board = ConnectionBoard()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    board.publish(0, os.getpid(), 5)
+    assert board.fewest_elsewhere(0) is None  # alone
+    board.publish(1, gone.pid, 0)  # killed before it could withdraw
+    assert board.fewest_elsewhere(0) is None
+    board.publish(2, os.getppid(), 3)
+    board.publish(3, os.getppid(), 7)
+    assert board.fewest_elsewhere(0) == 3
+    assert board.fewest_elsewhere(2) == 5
+    board.withdraw(2)  # stopping
+    assert board.fewest_elsewhere(0) == 7
+    assert board.workers() == {os.getpid(): 5, gone.pid: 0, os.getppid(): 7}
 
 
 def test_with_threads_it_is_gthread_as_it_is():
