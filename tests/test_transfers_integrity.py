@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, event, func, insert, select, update
 from sqlalchemy.engine import make_url
 
 from app.audit.models import AuditEvent
@@ -173,22 +173,48 @@ def test_tampering_refuses_the_web_download_too(auth, client, session, sent):
     assert b"failed its integrity check" in response.data and CANARY not in response.data
 
 
-def test_a_change_between_the_check_and_the_stream_cuts_the_download_short(app, session, sent):
-    """The second pass trusts nothing: a chunk changed after verification stops the stream."""
-    from app.transfers.cipher import TransferTampered
-
+def open_then_change_segment_3(app, session, sent) -> service.Download:
+    """The first transfer's download, opened (verified and recorded); then its segment 3 changed."""
     download = service.open_download(session, user(session, COUNCIL_OFFICER), sent["a"], keyring_for(app.config),
                                      now=utcnow())
     session.commit()
     original = chunk(session, sent["a"], 3)
     set_chunk(session, sent["a"], 3, original[:-1] + bytes([original[-1] ^ 0x01]))
     session.commit()
+    return download
+
+
+def test_a_change_between_the_check_and_the_stream_cuts_the_download_short(app, session, sent, monkeypatch):
+    """The second pass trusts nothing: a chunk changed after verification stops the stream."""
+    from app.transfers.cipher import TransferTampered
+
+    monkeypatch.setattr(service, "FETCH_BATCH", 2)  # more segments than a batch: verified, then streamed
+    download = open_then_change_segment_3(app, session, sent)
     released = []
     with pytest.raises(TransferTampered):
         for piece in download.plaintext(session):
             released.append(piece)
     # Segment 3 was changed: 0 and 1 got out, 2 was held back until 3 checked out, which it did not.
     assert b"".join(released) == sent["plaintext"][:2 * 65536]
+
+
+def test_a_small_transfer_is_released_as_it_was_verified(app, session, sent):
+    """A transfer of no more than a batch of segments is read once: a change after the check
+    reaches nobody, and the stream reads nothing more from the database."""
+    download = open_then_change_segment_3(app, session, sent)
+    statements = []
+
+    def note(_connection, _cursor, statement, *_args):
+        statements.append(statement)
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        released = b"".join(download.plaintext(session))
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    assert released == sent["plaintext"]
+    assert statements == []
 
 
 # --- rotation ------------------------------------------------------------------------------------

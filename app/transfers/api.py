@@ -7,6 +7,7 @@ from http import HTTPStatus
 
 from flask import Response, current_app, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.api.auth import api_user
 from app.api.errors import standard_responses
@@ -100,6 +101,8 @@ def send_transfer(path: ExchangePath, header: UploadHeaders):
                             keyring=keyring_for(current_app.config), max_bytes=max_bytes,
                             expected_sha256=header.sha256)
     db.session.commit()
+    # Just sent, so nobody has downloaded it: said, so that describing it asks the database nothing.
+    set_committed_value(transfer, "downloads", [])
     body = transfer_out(transfer, user, now)
     return body, HTTPStatus.CREATED, {"Location": url_for("transfers_api.get_transfer", transfer_id=transfer.id)}
 

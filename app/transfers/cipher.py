@@ -14,6 +14,9 @@ a time:
    plaintext size and the plaintext SHA-256, and returns nothing;
 2. only if it returned, ``decrypt_segments`` streams the plaintext to the reader.
 
+A transfer of a few segments can be read in one pass instead: ``open_verified`` makes the same
+checks and returns the plaintext, held in memory, only once all of them have passed.
+
 ``decrypt_segments`` still authenticates each segment and the sequence, but on its own it can
 only notice a truncation or a digest mismatch after it has yielded the earlier segments; running
 ``verify_segments`` first (over the same rows, in the same database transaction) is what
@@ -45,6 +48,7 @@ __all__ = [
     "TransferTampered",
     "decrypt_segments",
     "new_data_key",
+    "open_verified",
     "verify_segments",
 ]
 
@@ -213,6 +217,26 @@ def verify_segments(
 ) -> None:
     """Authenticate a whole stored transfer without releasing any plaintext; raise
     TransferTampered on the first fault. Run this before ``decrypt_segments``."""
+    _verify(data_key, transfer_id, segments, expected_sha256_hex, expected_size, kept=None)
+
+
+def open_verified(
+    data_key: bytes,
+    transfer_id: str,
+    segments: Iterable[Segment],
+    expected_sha256_hex: str,
+    expected_size: int,
+) -> list[bytes]:
+    """The plaintext of a whole stored transfer, segment by segment, returned only once it has
+    passed every check of ``verify_segments`` (which raises as it does). It is all held in
+    memory: for transfers of a few segments."""
+    kept: list[bytes] = []
+    _verify(data_key, transfer_id, segments, expected_sha256_hex, expected_size, kept=kept)
+    return kept
+
+
+def _verify(data_key: bytes, transfer_id: str, segments: Iterable[Segment], expected_sha256_hex: str,
+            expected_size: int, *, kept: list[bytes] | None) -> None:
     if not _SHA256_HEX.fullmatch(expected_sha256_hex):
         raise ValueError("expected_sha256_hex must be 64 hexadecimal characters")
     digest = hashlib.sha256()
@@ -220,6 +244,8 @@ def verify_segments(
     for plaintext in _open_segments(data_key, transfer_id, segments):
         digest.update(plaintext)
         size += len(plaintext)
+        if kept is not None:
+            kept.append(plaintext)
     if size != expected_size:
         raise TransferTampered("plaintext size does not match the recorded size")
     if not hmac.compare_digest(digest.hexdigest(), expected_sha256_hex.lower()):

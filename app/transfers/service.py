@@ -45,6 +45,7 @@ from app.transfers.cipher import (
     TransferTampered,
     decrypt_segments,
     new_data_key,
+    open_verified,
     verify_segments,
 )
 from app.transfers.keyring import Keyring, KeyUnwrapFailed, UnknownKeyId, WrappedKey
@@ -154,9 +155,10 @@ def send(session: Session, actor: User, exchange: Exchange, stream: IO[bytes], *
     data_key = new_data_key()
     wrapped = keyring.wrap(data_key, transfer_id)
     months = retention_months(exchange.retention_months, maximum_retention_from(exchange.decision))
+    # The organisations as loaded with the exchange, so describing the transfer loads them no more.
     transfer = Transfer(
-        id=transfer_id, exchange=exchange, sender=actor, sender_organisation_id=exchange.from_organisation_id,
-        recipient_organisation_id=exchange.to_organisation_id, media_type=normalise_media_type(media_type),
+        id=transfer_id, exchange=exchange, sender=actor, sender_organisation=exchange.from_organisation,
+        recipient_organisation=exchange.to_organisation, media_type=normalise_media_type(media_type),
         filename=sanitise_filename(filename), size=0, sha256="", segment_size=SEGMENT_SIZE, segment_count=0,
         wrapped_key=wrapped.blob, key_id=wrapped.key_id, created_at=now, retention_until=add_months(now, months),
     )
@@ -211,9 +213,13 @@ def _visible(query, actor: User):
 
 def get_transfer(session: Session, actor: User, transfer_id: str) -> Transfer:
     """The transfer with this id that ``actor``'s organisation sent or received; any other is not found."""
+    return _find_transfer(session, actor, transfer_id,
+                          selectinload(Transfer.downloads).joinedload(TransferDownload.user))
+
+
+def _find_transfer(session: Session, actor: User, transfer_id: str, *loads) -> Transfer:
     transfer = session.scalar(_visible(select(Transfer), actor).where(Transfer.id == transfer_id).options(
-        joinedload(Transfer.sender_organisation), joinedload(Transfer.recipient_organisation),
-        selectinload(Transfer.downloads).joinedload(TransferDownload.user)))
+        joinedload(Transfer.sender_organisation), joinedload(Transfer.recipient_organisation), *loads))
     if transfer is None:
         raise NotFound("There is no transfer with that id that you can see.")
     return transfer
@@ -304,6 +310,8 @@ class Download:
     size: int
     sha256: str
     _data_key: bytes = field(repr=False)
+    #: The plaintext of a transfer small enough to hold, read and verified in one pass.
+    _verified: tuple[bytes, ...] | None = field(default=None, repr=False)
 
     def plaintext(self, session: Session) -> Iterator[bytes]:
         """Decrypt the stored segments one at a time for the response.
@@ -312,8 +320,12 @@ class Download:
         segment, the order, the final flag, the size and the digest. The last segment is held
         back until the digest matches, so a transfer changed between the two passes can at worst
         end short of its Content-Length (the client sees a broken download); it can never
-        release forged, reordered or foreign plaintext.
+        release forged, reordered or foreign plaintext. A transfer of a few segments was verified
+        whole and kept when the download was opened: it is released as it was verified.
         """
+        if self._verified is not None:
+            yield from self._verified
+            return
         digest = hashlib.sha256()
         released = 0
         held: bytes | None = None
@@ -330,14 +342,17 @@ class Download:
             yield held
 
 
-def stored_segments(session: Session, transfer_id: str) -> Iterator[Segment]:
+def stored_segments(session: Session, transfer_id: str, *, batched: bool = True) -> Iterator[Segment]:
     """The chunk rows of a transfer in index order, fetched a few at a time (a server-side
-    cursor on PostgreSQL), so reading back a payload of any size uses bounded memory."""
-    result = session.execute(
-        select(TransferChunk.segment_index, TransferChunk.ciphertext)
-        .where(TransferChunk.transfer_id == transfer_id)
-        .order_by(TransferChunk.segment_index)
-        .execution_options(yield_per=FETCH_BATCH))
+    cursor on PostgreSQL), so reading back a payload of any size uses bounded memory.
+
+    ``batched=False``: in one fetch, for a transfer known to have no more than ``FETCH_BATCH``
+    segments (the server-side cursor would cost three round trips instead of one).
+    """
+    query = (select(TransferChunk.segment_index, TransferChunk.ciphertext)
+             .where(TransferChunk.transfer_id == transfer_id)
+             .order_by(TransferChunk.segment_index))
+    result = session.execute(query.execution_options(yield_per=FETCH_BATCH) if batched else query)
     try:
         for index, ciphertext in result:
             yield int(index), bytes(ciphertext)
@@ -354,7 +369,8 @@ def open_download(session: Session, actor: User, transfer_id: str, keyring: Keyr
     SHA-256 match what was recorded when it was sent. A failed check is itself recorded
     (``transfer.integrity_failed``) and raised as :class:`TransferUnreadable`.
     """
-    transfer = get_transfer(session, actor, transfer_id)
+    # With the sender, whom the receipt goes to; not the earlier downloads, which get_transfer loads.
+    transfer = _find_transfer(session, actor, transfer_id, joinedload(Transfer.sender))
     if not is_recipient(actor, transfer):
         raise NotPermitted(f"Only {transfer.recipient_organisation.name} can download this transfer; "
                            "your organisation holds the original.")
@@ -364,8 +380,14 @@ def open_download(session: Session, actor: User, transfer_id: str, keyring: Keyr
         raise TransferDestroyed(f"This transfer was destroyed on {as_utc(transfer.destroyed_at):%d %B %Y} at the end "
                                 "of its retention period and can no longer be downloaded.")
     data_key = _unwrap(session, actor, transfer, keyring, now=now)
+    small = transfer.segment_count <= FETCH_BATCH
+    segments = stored_segments(session, transfer.id, batched=not small)
+    verified = None
     try:
-        verify_segments(data_key, transfer.id, stored_segments(session, transfer.id), transfer.sha256, transfer.size)
+        if small:
+            verified = tuple(open_verified(data_key, transfer.id, segments, transfer.sha256, transfer.size))
+        else:
+            verify_segments(data_key, transfer.id, segments, transfer.sha256, transfer.size)
     except TransferTampered as exc:
         _record_unreadable(session, actor, transfer, now=now, fault=str(exc))
         raise TransferIntegrityFailed("The transfer failed its integrity check and was not released. Nothing was "
@@ -380,7 +402,7 @@ def open_download(session: Session, actor: User, transfer_id: str, keyring: Keyr
                  subject_type="transfer", subject_id=transfer.id, occurred_at=now, details=details)
     _send_receipt(session, transfer, download, now=now)
     return Download(transfer_id=transfer.id, filename=transfer.filename, media_type=transfer.media_type,
-                    size=transfer.size, sha256=transfer.sha256, _data_key=data_key)
+                    size=transfer.size, sha256=transfer.sha256, _data_key=data_key, _verified=verified)
 
 
 def _unwrap(session: Session, actor: User, transfer: Transfer, keyring: Keyring, *, now: datetime) -> bytes:

@@ -60,10 +60,12 @@ def open_download(user: User, transfer_id: str) -> service.Download:
     """Verify the transfer and commit the download's audit record and receipt.
 
     A GET begins its SQLite transaction deferred; recording the download needs the write lock,
-    so the read that authenticated the request is ended first and this transaction begins
-    IMMEDIATE. A failed integrity check is committed too, so the attempt stays on the record.
+    so there the read that authenticated the request is ended first and this transaction begins
+    IMMEDIATE (PostgreSQL carries on in the same transaction). A failed integrity check is
+    committed too, so the attempt stays on the record.
     """
-    db.session.commit()
+    if db.session.get_bind().dialect.name == "sqlite":
+        db.session.commit()
     with database.writing():
         try:
             download = service.open_download(db.session, user, transfer_id, keyring_for(current_app.config),
