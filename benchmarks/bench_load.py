@@ -50,6 +50,7 @@ def run(seconds: float | None = None, clients: int = 32, instances: int = 2, wor
         cpu_before, load_before = load.cpu_seconds_by_group(groups, postmaster), os.getloadavg()
         measured_from = time.time()
         result = load.run_load(stack.ports, tokens, clients=clients, duration_s=seconds)
+        measured_until = time.time()
         cpu_after, load_after = load.cpu_seconds_by_group(groups, postmaster), os.getloadavg()
         speed_after = load.host_speed_ms()
         checks = load.invariants(stack.database_url, result, load.SECRETS["ACCORD_AUDIT_HMAC_KEY"],
@@ -69,7 +70,7 @@ def run(seconds: float | None = None, clients: int = 32, instances: int = 2, wor
                              # compare runs only where these are alike.
                              "host_speed_ms_before": speed_before, "host_speed_ms_after": speed_after},
             "load": summary,
-            "server_side": load.server_side_ms(stack, measured_from),
+            "server_side": load.server_side_ms(stack, measured_from, measured_until),
             "cpu_ms_per_recorded_submission": cpu_per_submission(cpu_before, cpu_after, result),
             "invariants": checks,
             "targets": {

@@ -467,11 +467,12 @@ _OPERATIONS = (
 )
 
 
-def server_side_ms(stack: Stack, since: float) -> dict[str, dict[str, float | int | None]]:
+def server_side_ms(stack: Stack, since: float, until: float) -> dict[str, dict[str, float | int | None]]:
     """p50/p95/p99 of the time each operation took inside the servers (the access lines'
     ``duration_ms``, from the first byte of the request to the last of the answer) for requests
-    logged at or after ``since`` (a ``time.time()``). Set beside the clients' figures, the gap is
-    the time requests waited for their worker."""
+    logged from ``since`` to ``until`` (``time.time()`` values): the measured run, not the
+    warm-up before it nor the invariant checks' downloads after it. Set beside the clients'
+    figures, the gap is the time requests waited for their worker."""
     durations: dict[str, list[float]] = defaultdict(list)
     for log in stack.workdir.glob("server-*.log"):
         with open(log, encoding="utf-8", errors="replace") as lines:
@@ -483,7 +484,7 @@ def server_side_ms(stack: Stack, since: float) -> dict[str, dict[str, float | in
                     logged = datetime.fromisoformat(entry["time"]).timestamp()
                 except (ValueError, KeyError):
                     continue
-                if logged < since:
+                if not since <= logged <= until:
                     continue
                 kind = next((name for method, path, name in _OPERATIONS
                              if entry.get("method") == method and path.match(entry.get("path", ""))), None)

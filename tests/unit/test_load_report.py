@@ -25,12 +25,13 @@ def test_each_operation_is_told_apart_and_only_the_measured_window_counts(tmp_pa
         access_line("GET", "/api/v1/organisations", 1.0, start + 2),  # not in the mix
         access_line("POST", "/api/v1/exchanges", 7.0, start + 2, logger="accord"),  # not an access line
         "gunicorn's own line, not JSON\n",
+        access_line("GET", "/api/v1/transfers/0c7e-ab/payload", 40.0, start + 11),  # the checks after: left out
     ]
     (tmp_path / "server-1.log").write_text("".join(lines[:50]))
     (tmp_path / "server-2.log").write_text("".join(lines[50:]))
     stack = load.Stack(database_url="postgresql://unused", env={}, workdir=tmp_path)
 
-    figures = load.server_side_ms(stack, since=start)
+    figures = load.server_side_ms(stack, since=start, until=start + 10)
 
     assert figures["submit"] == {"requests": 100, "p50_ms": 51.0, "p95_ms": 96.0, "p99_ms": 100.0}
     assert {kind: f["requests"] for kind, f in figures.items()} == {
