@@ -584,9 +584,16 @@ _JSON_SCALARS = (str, int, float, bool, type(None))
 
 
 def _jsonable(value: Any) -> Any:
-    # Scalars first: they are most of what a decision holds, and this runs on every recorded one.
-    if type(value) in _JSON_SCALARS:
+    # Scalars first, then the plain containers by exact type: they are most of what a decision
+    # holds, and this runs on every check and recorded exchange (the general tests below, the
+    # dataclass and the abstract Mapping ones above all, cost several times as much).
+    kind = type(value)
+    if kind in _JSON_SCALARS:
         return value
+    if kind is dict or kind is MappingProxyType:
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [_jsonable(v) for v in value]
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if is_dataclass(value) and not isinstance(value, type):
