@@ -7,6 +7,7 @@ the request is answered on the worker's main thread.
 """
 from __future__ import annotations
 
+import gc
 import http.client
 import json
 import os
@@ -21,10 +22,11 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from app.serving import SETTLED_AFTER_REQUESTS, ConnectionBoard
+from app.serving import SETTLED_AFTER_REQUESTS, ConnectionBoard, forget_inherited_connections, share_preloaded_app
 from tests.server import HOST, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -261,6 +263,43 @@ def test_with_threads_it_is_gthread_as_it_is():
     assert not any(a["main_thread"] for a in answers)
 
 
+def preloading(app, preload: bool) -> SimpleNamespace:
+    """What gunicorn's hooks see of the arbiter and of a worker: the settings and the loaded app."""
+    return SimpleNamespace(cfg=SimpleNamespace(preload_app=preload), app=SimpleNamespace(wsgi=lambda: app))
+
+
+def test_the_preloaded_app_is_frozen_and_shared_without_its_connections(app):
+    from app.extensions import db
+
+    with app.app_context():
+        pool = db.engine.pool
+    frozen = gc.get_freeze_count()
+    try:
+        share_preloaded_app(preloading(app, True))
+        assert gc.get_freeze_count() > frozen
+        with app.app_context():
+            assert db.engine.pool is not pool  # closed in the arbiter: nothing for a worker to inherit
+            pool = db.engine.pool
+        forget_inherited_connections(None, preloading(app, True))
+        with app.app_context():
+            assert db.engine.pool is not pool  # and a worker starts with a pool of its own
+    finally:
+        gc.unfreeze()
+
+
+def test_without_preloading_the_hooks_do_nothing(app):
+    from app.extensions import db
+
+    with app.app_context():
+        pool = db.engine.pool
+    frozen = gc.get_freeze_count()
+    share_preloaded_app(preloading(app, False))
+    forget_inherited_connections(None, preloading(app, False))
+    assert gc.get_freeze_count() == frozen
+    with app.app_context():
+        assert db.engine.pool is pool
+
+
 def test_the_production_configuration_uses_it():
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACCORD_")}
     printed = subprocess.run([str(GUNICORN), "-c", "gunicorn.conf.py", "--print-config", "app:create_app()"],
@@ -270,6 +309,7 @@ def test_the_production_configuration_uses_it():
     assert settings["worker_class"] == "app.serving.MainThreadWorker"
     assert settings["threads"] == "1"
     assert settings["http_parser"] == "fast"
+    assert settings["preload_app"] == "True"
 
 
 MALFORMED = {
