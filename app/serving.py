@@ -276,13 +276,19 @@ def share_preloaded_app(server: Any) -> None:
 
 
 def forget_inherited_connections(_server: Any, worker: Any) -> None:
-    """gunicorn's ``post_fork``: drop, without closing them, any pooled connections the worker
-    inherited from the arbiter, whose connections are not the worker's to use or to close."""
-    if not worker.cfg.preload_app:
-        return
+    """gunicorn's ``post_fork`` (gunicorn.conf.py): with ``preload_app``, the worker forgets the
+    arbiter's pooled connections (``drop_inherited_connections``)."""
+    if worker.cfg.preload_app:
+        drop_inherited_connections(worker.app.wsgi())
+
+
+def drop_inherited_connections(app: Flask) -> None:
+    """In a process just forked: drop, without closing them, the pooled connections inherited
+    from the parent, which are not this process's to use or to close (closing one would end the
+    parent's session on the server too)."""
     from app.extensions import db
 
-    with worker.app.wsgi().app_context():
+    with app.app_context():
         db.engine.dispose(close=False)
 
 
@@ -306,11 +312,8 @@ def options(app: Flask, host: str, port: int, threads: int) -> dict[str, Any]:
     """gunicorn settings for the embedded default; the scheduler starts inside the worker."""
 
     def post_worker_init(worker: Any) -> None:
-        from app.extensions import db
-
         # Connections opened in the parent (by the CLI) must not be shared with the forked worker.
-        with app.app_context():
-            db.engine.dispose()
+        drop_inherited_connections(app)
         if app.config.get("SCHEDULER_IN_PROCESS"):
             from app.scheduler import start_in_process
 
