@@ -492,6 +492,8 @@ class Finding:
     message: str
     citation: str
     evidence: Mapping[str, Any] = field(default_factory=dict)
+    #: ``to_dict``'s answer, made on its first call.
+    _as_dict: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __init__(
         self, rule: str, outcome: FindingOutcome, message: str, citation: str,
@@ -504,15 +506,23 @@ class Finding:
         _set(self, "message", message)
         _set(self, "citation", citation)
         _set(self, "evidence", _NO_EVIDENCE if evidence is None else evidence)
+        _set(self, "_as_dict", None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "outcome": self.outcome.value,
-            "message": self.message,
-            "citation": self.citation,
-            "evidence": _jsonable(self.evidence),
-        }
+        """The finding as JSON-ready values. Made once per finding: most findings are kept in
+        their snapshot's memo (``_pass``) and answer every request like the one that made them,
+        so this is the same dict each time, and its callers only ever read it."""
+        made = self._as_dict
+        if made is None:
+            made = {
+                "rule": self.rule,
+                "outcome": self.outcome.value,
+                "message": self.message,
+                "citation": self.citation,
+                "evidence": _jsonable(self.evidence),
+            }
+            _set(self, "_as_dict", made)
+        return made
 
 
 @dataclass(frozen=True, slots=True)
