@@ -70,7 +70,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -106,6 +106,8 @@ __all__ = [
     "parse_timestamp",
     "public_key_pem",
     "seal",
+    "draft",
+    "Draft",
     "sign_checkpoint",
     "joined_report",
     "verify_chain",
@@ -242,43 +244,42 @@ def canonical_bytes(
     """Return the bytes an event's hash covers (format in the module docstring); anything that
     would not survive a round trip through JSON unchanged is refused with ValueError, because
     its hash could then not be recomputed from the stored row."""
+    _check_place(seq, prev_hash, subject_id)
+    _check_members(action, actor, organisation, subject_type, details)
+    head = _head_text(format_timestamp(occurred_at), action, actor, organisation, _encoded_details(details))
+    return _utf8(head + _place_text(seq, prev_hash, subject_id) + _tail_text(subject_type))
+
+
+def _check_place(seq: int, prev_hash: str, subject_id: str | None) -> None:
     if type(seq) is not int or seq < 1:
         raise ValueError(f"seq must be an integer from 1, not {seq!r}")
     if not isinstance(prev_hash, str) or not _HEX64.fullmatch(prev_hash):
         raise ValueError(f"prev_hash must be 64 lowercase hex characters, not {prev_hash!r}")
+    if subject_id is not None and not isinstance(subject_id, str):
+        raise ValueError(f"subject_id must be a string or None, not {type(subject_id).__name__}")
+
+
+def _check_members(action: str, actor: str | None, organisation: str | None, subject_type: str | None,
+                   details: dict[str, Any]) -> None:
     if not isinstance(action, str) or not action:
         raise ValueError(f"action must be a non-empty string, not {action!r}")
-    for name, value in (
-        ("actor", actor),
-        ("organisation", organisation),
-        ("subject_type", subject_type),
-        ("subject_id", subject_id),
-    ):
+    for name, value in (("actor", actor), ("organisation", organisation), ("subject_type", subject_type)):
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{name} must be a string or None, not {type(value).__name__}")
     if not isinstance(details, dict):
         raise ValueError(f"details must be a dict, not {type(details).__name__}")
     _check_json_keys(details)
-    timestamp = format_timestamp(occurred_at)
+
+
+def _encoded_details(details: dict[str, Any]) -> str:
     try:
-        text = _canonical_text(
-            seq,
-            prev_hash,
-            timestamp,
-            action,
-            actor,
-            organisation,
-            subject_type,
-            subject_id,
-            details,
-        )
+        return _encode_details(details)
     except ValueError as exc:  # allow_nan=False
         raise ValueError(f"details must not contain NaN or infinite numbers ({exc})") from exc
     except TypeError as exc:
         raise ValueError(f"details must hold only JSON values ({exc})") from exc
     except RecursionError as exc:
         raise ValueError("details must not refer to themselves") from exc
-    return _utf8(text)
 
 
 def _canonical_text(
@@ -296,18 +297,39 @@ def _canonical_text(
     sorted order and the tests prove the result equal to the ``json.dumps`` definition.
     ``occurred_at`` is already formatted and ``prev_hash`` already known to be hex."""
     e = _encode_str
+    # _place_text and _tail_text written out: this runs once per event verified.
     return (
-        f'{{"action":{e(action)}'
-        f',"actor":{"null" if actor is None else e(actor)}'
-        f',"details":{_encode_details(details)}'
-        f',"occurred_at":"{occurred_at}"'
-        f',"organisation":{"null" if organisation is None else e(organisation)}'
-        f',"prev_hash":"{prev_hash}"'
+        f'{_head_text(occurred_at, action, actor, organisation, _encode_details(details))}{prev_hash}"'
         f',"seq":{seq}'
         f',"subject_id":{"null" if subject_id is None else e(subject_id)}'
         f',"subject_type":{"null" if subject_type is None else e(subject_type)}'
         f',"v":{FORMAT_VERSION}}}'
     )
+
+
+# The canonical text in three parts: the members before ``prev_hash``'s value, the event's place
+# in the chain (``prev_hash``, ``seq``) with ``subject_id``, and the rest. A draft (``draft``) is
+# the first and last, written before its transaction holds the chain's lock.
+
+
+def _head_text(occurred_at: str, action: str, actor: str | None, organisation: str | None, details: str) -> str:
+    e = _encode_str
+    return (
+        f'{{"action":{e(action)}'
+        f',"actor":{"null" if actor is None else e(actor)}'
+        f',"details":{details}'
+        f',"occurred_at":"{occurred_at}"'
+        f',"organisation":{"null" if organisation is None else e(organisation)}'
+        f',"prev_hash":"'
+    )
+
+
+def _place_text(seq: int, prev_hash: str, subject_id: str | None) -> str:
+    return f'{prev_hash}","seq":{seq},"subject_id":{"null" if subject_id is None else _encode_str(subject_id)}'
+
+
+def _tail_text(subject_type: str | None) -> str:
+    return f',"subject_type":{"null" if subject_type is None else _encode_str(subject_type)},"v":{FORMAT_VERSION}}}'
 
 
 def _canonical_json(value: Mapping[str, Any]) -> bytes:
@@ -472,31 +494,68 @@ def seal(
 ) -> EventRecord:
     """Compute the hash and mac of the next event; the caller stores the record and passes its
     hash as ``prev_hash`` of the one after. ``occurred_at`` is kept as an aware UTC datetime."""
-    body = canonical_bytes(
-        seq,
-        prev_hash,
-        occurred_at,
-        action,
-        actor,
-        organisation,
-        subject_type,
-        subject_id,
-        details,
-    )
-    event_hash = hashlib.sha256(body).hexdigest()
-    return EventRecord(
-        seq=seq,
-        occurred_at=_as_utc(occurred_at),
-        action=action,
-        actor=actor,
-        organisation=organisation,
-        subject_type=subject_type,
-        subject_id=subject_id,
-        details=details,
-        prev_hash=prev_hash,
-        hash=event_hash,
-        mac=compute_mac(key, event_hash),
-    )
+    return draft(occurred_at=occurred_at, action=action, actor=actor, organisation=organisation,
+                 subject_type=subject_type, details=details).seal(seq=seq, prev_hash=prev_hash,
+                                                                  subject_id=subject_id, key=key)
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """An event written out before its place in the chain is known (``draft``).
+
+    An appender holds the chain's lock from reading its head until the new event commits, and
+    every other appender waits for it; ``seal`` does only what needs the head: it hashes the
+    members from ``prev_hash`` on, onto a copy of the hash of those before it, made in advance.
+    The canonical bytes are the ones ``canonical_bytes`` defines (the tests prove the hashes equal).
+    """
+
+    occurred_at: datetime
+    action: str
+    actor: str | None
+    organisation: str | None
+    subject_type: str | None
+    details: dict[str, Any]
+    #: SHA-256 of the canonical text up to the opening quote of ``prev_hash``'s value.
+    _head: Any = field(repr=False, compare=False)
+    #: The canonical text after ``subject_id``'s value.
+    _tail: str = field(repr=False, compare=False)
+
+    def seal(self, *, seq: int, prev_hash: str, subject_id: str | None, key: bytes) -> EventRecord:
+        """The event at ``seq``, after the event whose hash is ``prev_hash``."""
+        _check_place(seq, prev_hash, subject_id)
+        state = self._head.copy()
+        state.update(_utf8(_place_text(seq, prev_hash, subject_id) + self._tail))
+        event_hash = state.hexdigest()
+        return EventRecord(
+            seq=seq,
+            occurred_at=_as_utc(self.occurred_at),
+            action=self.action,
+            actor=self.actor,
+            organisation=self.organisation,
+            subject_type=self.subject_type,
+            subject_id=subject_id,
+            details=self.details,
+            prev_hash=prev_hash,
+            hash=event_hash,
+            mac=compute_mac(key, event_hash),
+        )
+
+
+def draft(
+    *,
+    occurred_at: datetime,
+    action: str,
+    actor: str | None,
+    organisation: str | None,
+    subject_type: str | None,
+    details: dict[str, Any],
+) -> Draft:
+    """Check and encode everything of an event but its place in the chain and its subject's id
+    (``Draft.seal`` adds them); what ``canonical_bytes`` refuses, this refuses, with its words."""
+    _check_members(action, actor, organisation, subject_type, details)
+    head = _head_text(format_timestamp(occurred_at), action, actor, organisation, _encoded_details(details))
+    tail = _tail_text(subject_type)
+    return Draft(occurred_at, action, actor, organisation, subject_type, details, hashlib.sha256(_utf8(head)), tail)
 
 
 # --------------------------------------------------------------------------- checkpoints

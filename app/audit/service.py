@@ -95,12 +95,39 @@ def record(
 ) -> AuditEvent:
     """Append one event to the chain (written at once); the caller's transaction commits it.
 
-    ``with_commit``: the event is the transaction's last write and its boundary commits with
-    ``app.database.commit``, which sends it with the COMMIT (``app.database.stage_row``): on
-    PostgreSQL the chain's lock is then held for one round trip after the head is read, not two.
-    ``locked_head``: the (seq, hash) the caller's last write read through ``head_columns`` in
-    this transaction, with nothing appended since; a head read any other way could fork the chain
-    (which its unique constraints refuse).
+    ``with_commit`` and ``locked_head``: as for ``append``. ``protocol`` (``"code:vN"``),
+    ``subgroup``, ``outcome`` and ``counterparty``: as for ``draft``.
+    """
+    drafted = draft(action=action, actor=actor, organisation=organisation, subject_type=subject_type,
+                    details=details, occurred_at=occurred_at, protocol=protocol, subgroup=subgroup,
+                    outcome=outcome, counterparty=counterparty)
+    return append(session, drafted, subject_id=subject_id, with_commit=with_commit, locked_head=locked_head)
+
+
+@dataclass(frozen=True, slots=True)
+class DraftEvent:
+    """An audit event made ready before its transaction takes the chain's lock (``draft``)."""
+
+    event: chain.Draft
+    actor_user_id: int | None
+
+
+def draft(
+    *,
+    action: str,
+    actor: "User | str | None",
+    organisation: str | None = None,
+    subject_type: str | None = None,
+    details: dict[str, Any] | None = None,
+    occurred_at: datetime | None = None,
+    protocol: str | None = None,
+    subgroup: str | None = None,
+    outcome: str | None = None,
+    counterparty: str | None = None,
+) -> DraftEvent:
+    """Everything of an event but its place in the chain and its subject's id, checked and
+    encoded: a service that writes its change first drafts the event, so that only the little
+    ``append`` does happens while every other appender waits for the lock.
 
     ``protocol`` (``"code:vN"``), ``subgroup``, ``outcome`` and ``counterparty`` (the other
     organisation concerned) are written into ``details`` so the hash covers them, and copied
@@ -108,6 +135,28 @@ def record(
     """
     details = _with_filter_values(details, protocol=protocol, subgroup=subgroup, outcome=outcome,
                                   counterparty=counterparty)
+    label, user_id = actor_label(actor)
+    return DraftEvent(chain.draft(occurred_at=occurred_at or utcnow(), action=action, actor=label,
+                                  organisation=organisation, subject_type=subject_type, details=details), user_id)
+
+
+def append(
+    session: Session,
+    drafted: DraftEvent,
+    *,
+    subject_id: str | int | None = None,
+    with_commit: bool = False,
+    locked_head: tuple[int | None, str | None] | None = None,
+) -> AuditEvent:
+    """Append a drafted event to the chain (written at once); the caller's transaction commits it.
+
+    ``with_commit``: the event is the transaction's last write and its boundary commits with
+    ``app.database.commit``, which sends it with the COMMIT (``app.database.stage_row``): on
+    PostgreSQL the chain's lock is then held for one round trip after the head is read, not two.
+    ``locked_head``: the (seq, hash) the caller's last write read through ``head_columns`` in
+    this transaction, with nothing appended since; a head read any other way could fork the chain
+    (which its unique constraints refuse).
+    """
     # Write what the caller has pending first, so the chain's lock is held for the append alone.
     session.flush()
     write_staged(session)
@@ -116,26 +165,15 @@ def record(
     else:  # read by the caller's INSERT; (None, None) while the chain is empty
         head = locked_head if locked_head[0] is not None else None
     seq, prev_hash = (head[0] + 1, head[1]) if head else (1, chain.GENESIS_HASH)
-    label, user_id = actor_label(actor)
-    sealed = chain.seal(
-        seq=seq,
-        prev_hash=prev_hash,
-        occurred_at=occurred_at or utcnow(),
-        action=action,
-        actor=label,
-        organisation=organisation,
-        subject_type=subject_type,
-        subject_id=None if subject_id is None else str(subject_id),
-        details=details,
-        key=audit_key(),
-    )
+    sealed = drafted.event.seal(seq=seq, prev_hash=prev_hash, subject_id=None if subject_id is None else str(subject_id),
+                                key=audit_key())
     columns = indexing.indexed_values(sealed.subject_type, sealed.subject_id, sealed.details)
     event = AuditEvent(
         seq=sealed.seq,
         occurred_at=sealed.occurred_at,
         action=sealed.action,
         actor=sealed.actor,
-        actor_user_id=user_id,
+        actor_user_id=drafted.actor_user_id,
         organisation=sealed.organisation,
         subject_type=sealed.subject_type,
         subject_id=sealed.subject_id,

@@ -194,14 +194,16 @@ def record(session: Session, actor: User, data: Mapping[str, Any], *, now: datet
         retention_months=request.retention_months, request=request.to_dict(), decision=decision.to_dict(),
         resolution=None, emergency_review=None,
     )
+    # Drafted first: the lock taken next is held, and every other submission waits, until the
+    # event commits.
+    event = audit.draft(action="exchange.recorded", actor=actor, organisation=request.from_org,
+                        subject_type="exchange", occurred_at=now, details=_audit_details(exchange, decision))
     # The exchange's INSERT also takes the audit chain's lock and reads its head (PostgreSQL).
     exchange, head = insert_row_reading(session, exchange, audit.head_columns(session))
     if decision.emergency_accepted:
         due = decision.retrospective_review_due or (now.astimezone(LONDON).date() + timedelta(days=snapshot.kmisa.emergency_review_days))
         session.add(EmergencyReview(exchange=exchange, due_on=due))
-    audit.record(session, action="exchange.recorded", actor=actor, organisation=request.from_org,
-                 subject_type="exchange", subject_id=exchange.id, occurred_at=now,
-                 details=_audit_details(exchange, decision), with_commit=True, locked_head=head or None)
+    audit.append(session, event, subject_id=exchange.id, with_commit=True, locked_head=head or None)
     return exchange
 
 

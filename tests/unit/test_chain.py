@@ -895,6 +895,28 @@ def test_the_fast_serialiser_matches_the_documented_recipe(
     assert canonical_bytes(seq=seq, prev_hash=GENESIS_HASH, **contents) == recipe
 
 
+_hex64 = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
+
+
+@_PROPERTY_SETTINGS
+@given(_event_contents, st.integers(min_value=1, max_value=10**9), _hex64, _hex64)
+def test_a_draft_sealed_later_hashes_the_canonical_bytes(
+    contents: dict[str, Any], seq: int, prev_hash: str, other_prev_hash: str
+) -> None:
+    """An appender drafts its event before it takes the chain's lock and seals it under the
+    lock; the hash must be the one ``canonical_bytes`` defines, wherever the draft is sealed."""
+    fields = {name: value for name, value in contents.items() if name != "subject_id"}
+    drafted = chain.draft(**fields)
+
+    for at, after in ((seq, prev_hash), (seq + 1, other_prev_hash)):
+        record = drafted.seal(seq=at, prev_hash=after, subject_id=contents["subject_id"], key=KEY)
+        expected = canonical_bytes(seq=at, prev_hash=after, **contents)
+        assert record.hash == hashlib.sha256(expected).hexdigest()
+        assert record.mac == hmac.new(KEY, chain.MAC_PREFIX + record.hash.encode(), "sha256").hexdigest()
+        assert (record.seq, record.prev_hash, record.subject_id) == (at, after, contents["subject_id"])
+        assert record == seal(seq=at, prev_hash=after, **contents, key=KEY)
+
+
 def _different_text(old: str | None, new: str) -> str:
     return new if new != old else new + "!"
 
