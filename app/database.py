@@ -167,41 +167,43 @@ def _insert(table: Table, returning: tuple[str, ...], also: tuple[ColumnElement,
     return statement.returning(*columns) if columns else statement
 
 
-#: Where a session keeps the rows staged to go with its COMMIT (``stage_row``).
+#: Where a session keeps the rows staged to go with its COMMIT (``stage_insert``).
 _STAGED = "accord_staged_rows"
 
 
-def stage_row(session: Session, obj: Model) -> Model:
-    """Write the new ``obj`` (every column set, the key included) with the transaction's COMMIT.
+def stage_insert(session: Session, table: Table, values: dict) -> None:
+    """Write a row of ``table`` (``values``: every column by key, the primary key included) with
+    the transaction's COMMIT.
 
     On PostgreSQL ``commit`` sends the staged INSERTs and the COMMIT in one round trip (psycopg's
     pipeline mode). It is for the last row a transaction writes while it holds a lock every
     writer waits for (the audit chain's): each round trip, and each wait for the interpreter to
-    read its answer, is time the lock is held. A plain ``session.commit()`` still writes staged
-    rows (first, before the final flush), and a rollback drops them; a statement run between
-    staging and committing does not see them, so stage only what nothing reads back before the
-    commit. SQLite has no round trip to save: the row is written at once.
+    read its answer, is time the lock is held; so is building an ORM object, and no object is
+    made. A plain ``session.commit()`` still writes staged rows (first, before the final flush),
+    and a rollback drops them; a statement run between staging and committing does not see them,
+    so stage only what nothing reads back before the commit. SQLite has no round trip to save:
+    the row is written at once.
     """
-    state = inspect(obj)
-    if state.key is not None or state.session_id is not None:
-        raise ValueError(f"{obj!r} is already in a session: stage_row writes new objects only")
-    table, values = state.mapper.local_table, _column_values(state)
-    missing = [column.key for column in table.columns if column.key not in values]
-    if missing or state.mapper.relationships:
-        lacking = f"lacks {', '.join(missing)}" if missing else "has relationships"
-        raise ValueError(f"stage_row writes rows whose every column is set and that have no relationships: "
-                         f"{type(obj).__name__} {lacking}")
+    if values.keys() != _column_keys(table):
+        missing, unknown = _column_keys(table) - values.keys(), values.keys() - _column_keys(table)
+        wrong = f"lacks {', '.join(sorted(missing))}" if missing else f"has no column {', '.join(sorted(unknown))}"
+        raise ValueError(f"stage_insert writes rows whose every column is given: {table.name} {wrong}")
     if session.get_bind().dialect.name != "postgresql":
-        return insert_row(session, obj)
-    make_transient_to_detached(obj)
-    session.add(obj)
-    session.info.setdefault(_STAGED, []).append((table, values, obj))
-    return obj
+        session.flush()
+        session.connection().execute(_insert(table, ()), values)
+        return
+    session.connection()  # the row belongs to the session's transaction: its rollback drops it
+    session.info.setdefault(_STAGED, []).append((table, values))
+
+
+@cache
+def _column_keys(table: Table) -> frozenset[str]:
+    return frozenset(column.key for column in table.columns)
 
 
 def write_staged(session: Session) -> None:
     """Write the staged rows now, each with its own statement (before a read that must see them)."""
-    for table, values, _obj in session.info.pop(_STAGED, ()):
+    for table, values in session.info.pop(_STAGED, ()):
         session.connection().execute(_insert(table, ()), values)
 
 
@@ -223,7 +225,7 @@ def commit(session: Session) -> None:
     del session.info[_STAGED]
     try:
         with driver.pipeline():
-            for table, values, _obj in staged:
+            for table, values in staged:
                 connection.execute(_insert(table, ()), values)
             # Queued like the INSERTs, so that leaving the pipeline sends one Sync for all of
             # them (``driver.commit()`` would sync here, and leaving would sync again).
@@ -232,7 +234,6 @@ def commit(session: Session) -> None:
         disconnected = dialect.is_disconnect(error, driver, None)
         if disconnected:
             connection.invalidate(error)
-        _forget(session, staged)
         session.rollback()
         raise exc.DBAPIError.instance("COMMIT", None, error, dialect.loaded_dbapi.Error,
                                       connection_invalidated=disconnected, dialect=dialect) from error
@@ -241,14 +242,7 @@ def commit(session: Session) -> None:
 
 
 def _drop_staged(session: Session, *_args) -> None:
-    _forget(session, session.info.pop(_STAGED, ()))
-
-
-def _forget(session: Session, staged) -> None:
-    """Take rows that were never written out of the session, which holds them as persistent."""
-    for _table, _values, obj in staged:
-        if obj in session:
-            session.expunge(obj)
+    session.info.pop(_STAGED, None)
 
 
 #: Set on a connection once its transaction runs anything but a SELECT (PostgreSQL).

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from app.audit import chain, indexing, verification
 from app.audit.models import AuditCheckpoint, AuditEvent
 from app.clock import as_utc, utcnow
-from app.database import insert_row, stage_row, write_staged
+from app.database import insert_row, stage_insert, write_staged
 from app.errors import Conflict
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,7 +86,6 @@ def record(
     subject_id: str | int | None = None,
     details: dict[str, Any] | None = None,
     occurred_at: datetime | None = None,
-    with_commit: bool = False,
     locked_head: tuple[int | None, str | None] | None = None,
     protocol: str | None = None,
     subgroup: str | None = None,
@@ -95,13 +94,13 @@ def record(
 ) -> AuditEvent:
     """Append one event to the chain (written at once); the caller's transaction commits it.
 
-    ``with_commit`` and ``locked_head``: as for ``append``. ``protocol`` (``"code:vN"``),
-    ``subgroup``, ``outcome`` and ``counterparty``: as for ``draft``.
+    ``locked_head``: as for ``append``. ``protocol`` (``"code:vN"``), ``subgroup``, ``outcome``
+    and ``counterparty``: as for ``draft``.
     """
     drafted = draft(action=action, actor=actor, organisation=organisation, subject_type=subject_type,
                     details=details, occurred_at=occurred_at, protocol=protocol, subgroup=subgroup,
                     outcome=outcome, counterparty=counterparty)
-    return append(session, drafted, subject_id=subject_id, with_commit=with_commit, locked_head=locked_head)
+    return append(session, drafted, subject_id=subject_id, locked_head=locked_head)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,18 +144,36 @@ def append(
     drafted: DraftEvent,
     *,
     subject_id: str | int | None = None,
-    with_commit: bool = False,
     locked_head: tuple[int | None, str | None] | None = None,
 ) -> AuditEvent:
-    """Append a drafted event to the chain (written at once); the caller's transaction commits it.
+    """Append a drafted event to the chain, written at once; the caller's transaction commits it.
 
-    ``with_commit``: the event is the transaction's last write and its boundary commits with
-    ``app.database.commit``, which sends it with the COMMIT (``app.database.stage_row``): on
-    PostgreSQL the chain's lock is then held for one round trip after the head is read, not two.
     ``locked_head``: the (seq, hash) the caller's last write read through ``head_columns`` in
     this transaction, with nothing appended since; a head read any other way could fork the chain
     (which its unique constraints refuse).
     """
+    _sealed, row = _sealed_row(session, drafted, subject_id, locked_head)
+    return insert_row(session, AuditEvent(**row))
+
+
+def append_at_commit(
+    session: Session,
+    drafted: DraftEvent,
+    *,
+    subject_id: str | int | None = None,
+    locked_head: tuple[int | None, str | None] | None = None,
+) -> chain.EventRecord:
+    """``append`` for the transaction's last write: the event goes with the COMMIT of
+    ``app.database.commit`` (``app.database.stage_insert``), so on PostgreSQL the chain's lock is
+    held for one round trip after the head is read, not two. No ORM object is made for it."""
+    sealed, row = _sealed_row(session, drafted, subject_id, locked_head)
+    stage_insert(session, AuditEvent.__table__, row)
+    return sealed
+
+
+def _sealed_row(session: Session, drafted: DraftEvent, subject_id: str | int | None,
+                locked_head: tuple[int | None, str | None] | None) -> tuple[chain.EventRecord, dict[str, Any]]:
+    """``drafted`` sealed onto the chain's head, and its audit_events row by column."""
     # Write what the caller has pending first, so the chain's lock is held for the append alone.
     session.flush()
     write_staged(session)
@@ -168,25 +185,13 @@ def append(
     sealed = drafted.event.seal(seq=seq, prev_hash=prev_hash, subject_id=None if subject_id is None else str(subject_id),
                                 key=audit_key())
     columns = indexing.indexed_values(sealed.subject_type, sealed.subject_id, sealed.details)
-    event = AuditEvent(
-        seq=sealed.seq,
-        occurred_at=sealed.occurred_at,
-        action=sealed.action,
-        actor=sealed.actor,
-        actor_user_id=drafted.actor_user_id,
-        organisation=sealed.organisation,
-        subject_type=sealed.subject_type,
-        subject_id=sealed.subject_id,
-        details=sealed.details,
-        prev_hash=sealed.prev_hash,
-        hash=sealed.hash,
-        mac=sealed.mac,
-        protocol=columns.protocol,
-        subgroup=columns.subgroup,
-        outcome=columns.outcome,
-        counterparty=columns.counterparty,
-    )
-    return (stage_row if with_commit else insert_row)(session, event)
+    return sealed, {
+        "seq": sealed.seq, "occurred_at": sealed.occurred_at, "action": sealed.action, "actor": sealed.actor,
+        "actor_user_id": drafted.actor_user_id, "organisation": sealed.organisation,
+        "subject_type": sealed.subject_type, "subject_id": sealed.subject_id, "details": sealed.details,
+        "prev_hash": sealed.prev_hash, "hash": sealed.hash, "mac": sealed.mac, "protocol": columns.protocol,
+        "subgroup": columns.subgroup, "outcome": columns.outcome, "counterparty": columns.counterparty,
+    }
 
 
 def _with_filter_values(details: dict[str, Any] | None, **values: str | None) -> dict[str, Any]:

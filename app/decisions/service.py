@@ -203,7 +203,7 @@ def record(session: Session, actor: User, data: Mapping[str, Any], *, now: datet
     if decision.emergency_accepted:
         due = decision.retrospective_review_due or (now.astimezone(LONDON).date() + timedelta(days=snapshot.kmisa.emergency_review_days))
         session.add(EmergencyReview(exchange=exchange, due_on=due))
-    audit.append(session, event, subject_id=exchange.id, with_commit=True, locked_head=head or None)
+    audit.append_at_commit(session, event, subject_id=exchange.id, locked_head=head or None)
     return exchange
 
 
