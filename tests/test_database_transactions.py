@@ -57,6 +57,34 @@ def test_a_transaction_that_wrote_is_left_to_roll_back(session, demo, backend):
 
 
 @on_postgresql
+def test_a_write_made_outside_the_orm_is_noticed_too(session, demo):
+    """PostgreSQL, not the ORM, says whether the transaction wrote: a Core UPDATE on the
+    session's connection is left to roll back like a flushed object."""
+    from sqlalchemy import update
+
+    session.connection().execute(update(Organisation).where(Organisation.code == "kent-police")
+                                 .values(name="Renamed outside the ORM"))
+    end_reads_with_commit(session())
+    assert session().in_transaction()
+    session.rollback()
+    assert session.scalar(select(Organisation.name).where(Organisation.code == "kent-police")) != \
+        "Renamed outside the ORM"
+
+
+@on_postgresql
+def test_a_transaction_that_ran_nothing_ends_without_a_round_trip(app, session, demo):
+    from app.extensions import db
+
+    session.remove()
+    with round_trips(db.engine) as trips:
+        session.connection()
+        end_reads_with_commit(session())
+        assert not session().in_transaction()
+        session.remove()
+    assert trips == [0]
+
+
+@on_postgresql
 def test_a_dry_run_check_leaves_the_connections_prepared_statements_in_place(app, client, api_token, demo):
     from app.extensions import db
 
