@@ -22,7 +22,7 @@ from functools import cache
 from typing import TypeVar
 
 from flask import Flask, request
-from sqlalchemy import ColumnElement, Insert, Table, event, exc, inspect
+from sqlalchemy import ColumnElement, Insert, Select, Table, event, exc, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import MANYTOONE, Session, make_transient_to_detached
 
@@ -220,25 +220,60 @@ def commit(session: Session) -> None:
         return
     session.flush()
     connection = session.connection()
-    driver = connection.connection.driver_connection
-    dialect = connection.dialect
     del session.info[_STAGED]
-    try:
+    with _driver(connection, "COMMIT", on_error=session.rollback) as driver:
         with driver.pipeline():
             for table, values in staged:
                 connection.execute(_insert(table, ()), values)
             # Queued like the INSERTs, so that leaving the pipeline sends one Sync for all of
             # them (``driver.commit()`` would sync here, and leaving would sync again).
             driver.execute("COMMIT", prepare=False)
+    # The transaction is over; this closes SQLAlchemy's side of it (psycopg sends nothing more).
+    session.commit()
+
+
+def read_row(session: Session, statement: Select, sql: str) -> tuple:
+    """The one row ``statement`` reads, in the session's transaction; on PostgreSQL ``sql`` (the
+    same statement, compiled once by the caller, without parameters) runs straight on psycopg.
+
+    For the statement every API request runs first: SQLAlchemy's execution path cost about as
+    much CPU again as psycopg's. Errors are SQLAlchemy's, as ``commit``'s are.
+    """
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        return tuple(connection.execute(statement).one())
+    with _driver(connection, sql) as driver:
+        _announce(connection, sql)
+        row = driver.execute(sql).fetchone()
+    if row is None:
+        raise exc.NoResultFound("No row was found when one was required")
+    return row
+
+
+def _announce(connection, sql: str) -> None:
+    """Tell the engine's ``before_cursor_execute`` listeners, if it has any (the tests' statement
+    log does), of a statement sent past SQLAlchemy."""
+    if connection._has_events or connection.engine._has_events:
+        connection.dispatch.before_cursor_execute(connection, None, sql, (), None, False)
+
+
+@contextmanager
+def _driver(connection, statement: str, on_error=None) -> Iterator:
+    """``connection``'s psycopg connection, for statements sent past SQLAlchemy: a driver error
+    becomes the exception SQLAlchemy would have raised (a lost connection is invalidated, and
+    the usual handlers answer: 503, saying the request may have been saved)."""
+    driver = connection.connection.driver_connection
+    dialect = connection.dialect
+    try:
+        yield driver
     except dialect.loaded_dbapi.Error as error:
         disconnected = dialect.is_disconnect(error, driver, None)
         if disconnected:
             connection.invalidate(error)
-        session.rollback()
-        raise exc.DBAPIError.instance("COMMIT", None, error, dialect.loaded_dbapi.Error,
+        if on_error is not None:
+            on_error()
+        raise exc.DBAPIError.instance(statement, None, error, dialect.loaded_dbapi.Error,
                                       connection_invalidated=disconnected, dialect=dialect) from error
-    # The transaction is over; this closes SQLAlchemy's side of it (psycopg sends nothing more).
-    session.commit()
 
 
 def _drop_staged(session: Session, *_args) -> None:
@@ -274,6 +309,7 @@ def end_reads_with_commit(session: Session) -> None:
         return
     # Straight to psycopg: through SQLAlchemy the question cost as much again as its round trip.
     try:
+        _announce(connection, _WROTE_NOTHING)
         wrote_nothing = driver.execute(_WROTE_NOTHING).fetchone()[0]
     except psycopg.Error:  # a failed transaction, a lost connection: the rollback will see to it
         return

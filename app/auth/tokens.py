@@ -10,12 +10,14 @@ from functools import cache
 from typing import TypeVar
 
 from sqlalchemy import URL, Select, bindparam, func, inspect, or_, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.audit import service as audit
 from app.auth.models import AccessRevision, ApiToken, Role, User
 from app.clock import as_utc
+from app.database import read_row
 from app.errors import NotFound, ValidationFailed
 from app.registry import service as registry
 
@@ -122,8 +124,7 @@ def authenticate(session: Session, plaintext: str, *, now: datetime, pepper: str
     key = (session.get_bind().url, public)
     principal, user = _principals.get(key), None
     if principal is not None:
-        # On the connection: a Core statement needs none of the ORM's execution path.
-        register_revision, access_revision = session.connection().execute(_revisions()).one()
+        register_revision, access_revision = read_row(session, _revisions(), _revisions_sql())
         if access_revision != principal.access_revision:
             principal = None
     if principal is None:
@@ -144,6 +145,12 @@ def authenticate(session: Session, plaintext: str, *, now: datetime, pepper: str
 def _revisions() -> Select:
     """Built once, like the statements below: every API request runs it."""
     return select(registry.revision_subquery(), _access_revision_subquery())
+
+
+@cache
+def _revisions_sql() -> str:
+    """``_revisions`` as PostgreSQL's SQL, for ``read_row``: it has no parameters."""
+    return str(_revisions().compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
 
 
 def _access_revision_subquery():
