@@ -188,11 +188,12 @@ def stage_insert(session: Session, table: Table, values: dict) -> None:
         missing, unknown = _column_keys(table) - values.keys(), values.keys() - _column_keys(table)
         wrong = f"lacks {', '.join(sorted(missing))}" if missing else f"has no column {', '.join(sorted(unknown))}"
         raise ValueError(f"stage_insert writes rows whose every column is given: {table.name} {wrong}")
-    if session.get_bind().dialect.name != "postgresql":
+    # The row belongs to the session's transaction, begun here if need be: its rollback drops it.
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
         session.flush()
-        session.connection().execute(_insert(table, ()), values)
+        connection.execute(_insert(table, ()), values)
         return
-    session.connection()  # the row belongs to the session's transaction: its rollback drops it
     session.info.setdefault(_STAGED, []).append((table, values))
 
 
@@ -242,19 +243,20 @@ def read_row(session: Session, statement: Select, sql: str) -> tuple:
     connection = session.connection()
     if connection.dialect.name != "postgresql":
         return tuple(connection.execute(statement).one())
-    with _driver(connection, sql) as driver:
-        _announce(connection, sql)
-        row = driver.execute(sql).fetchone()
+    row = _fetch_row(connection, sql)
     if row is None:
         raise exc.NoResultFound("No row was found when one was required")
     return row
 
 
-def _announce(connection, sql: str) -> None:
-    """Tell the engine's ``before_cursor_execute`` listeners, if it has any (the tests' statement
-    log does), of a statement sent past SQLAlchemy."""
+def _fetch_row(connection, sql: str) -> tuple | None:
+    """The first row ``sql`` (no parameters) reads, sent straight on ``connection``'s psycopg
+    connection. The engine's ``before_cursor_execute`` listeners, if it has any (the tests'
+    statement log does), are told of it as of any statement."""
     if connection._has_events or connection.engine._has_events:
         connection.dispatch.before_cursor_execute(connection, None, sql, (), None, False)
+    with _driver(connection, sql) as driver:
+        return driver.execute(sql).fetchone()
 
 
 @contextmanager
@@ -300,18 +302,15 @@ def end_reads_with_commit(session: Session) -> None:
     connection = session.connection()
     if connection.dialect.name != "postgresql":
         return
-    import psycopg
     from psycopg.pq import TransactionStatus
 
-    driver = connection.connection.driver_connection
-    if driver.info.transaction_status == TransactionStatus.IDLE:
+    if connection.connection.driver_connection.info.transaction_status == TransactionStatus.IDLE:
         session.commit()  # nothing was run: psycopg has no transaction to end, and sends nothing
         return
     # Straight to psycopg: through SQLAlchemy the question cost as much again as its round trip.
     try:
-        _announce(connection, _WROTE_NOTHING)
-        wrote_nothing = driver.execute(_WROTE_NOTHING).fetchone()[0]
-    except psycopg.Error:  # a failed transaction, a lost connection: the rollback will see to it
+        (wrote_nothing,) = _fetch_row(connection, _WROTE_NOTHING)
+    except exc.DBAPIError:  # a failed transaction, a lost connection: the rollback will see to it
         return
     if wrote_nothing:
         session.commit()
