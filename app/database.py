@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flask import Flask, request
 from sqlalchemy import ColumnElement, Insert, Select, Table, event, exc, inspect
@@ -113,7 +114,8 @@ def insert_row(session: Session, obj: Model) -> Model:
     unset take their defaults and come back with RETURNING, with the primary key, so reading the
     object afterwards queries nothing. Any other relationship must be unset or None: ``obj`` is
     attached as though loaded (SQLAlchemy's ``make_transient_to_detached``), and a related object
-    that is new would never be written.
+    that is new would never be written. On PostgreSQL the INSERT goes straight to psycopg
+    (``_DriverInsert``) unless a column left unset has a default made in Python.
     """
     return insert_row_reading(session, obj)[0]
 
@@ -140,8 +142,13 @@ def insert_row_reading(session: Session, obj: Model, also: tuple[ColumnElement, 
             values[local.key] = getattr(related, related_state.mapper.get_property_by_column(remote).key)
     table = mapper.local_table
     missing = tuple(column.key for column in table.columns if column.key not in values)
-    result = session.connection().execute(_insert(table, missing, also), values)
-    row = result.one() if missing or also else ()
+    connection = session.connection()
+    driver_insert = _driver_insert(connection.dialect, table, frozenset(values), missing, also)
+    if driver_insert is not None:
+        row = driver_insert.run(connection, values)
+    else:
+        result = connection.execute(_insert(table, missing, also), values)
+        row = result.one() if missing or also else ()
     written = {**values, **dict(zip(missing, row))}
     for key, value in written.items():  # the foreign keys filled above, and what came back
         attribute = mapper.get_property_by_column(table.columns[key]).key
@@ -165,6 +172,66 @@ def _insert(table: Table, returning: tuple[str, ...], also: tuple[ColumnElement,
     statement = table.insert()
     columns = (*(table.columns[key] for key in returning), *also)
     return statement.returning(*columns) if columns else statement
+
+
+@dataclass(frozen=True)
+class _DriverInsert:
+    """An INSERT as SQLAlchemy would send it to psycopg, compiled once, to send it straight.
+
+    For the two rows every submission writes: SQLAlchemy's execution path cost about as much CPU
+    again as psycopg's for each, and the audit event's is spent holding the chain's lock. The
+    values go through the same conversions (the dialect's bind processors: JSON wrapped for
+    psycopg, the audit details in their canonical text), and what RETURNING reads through the
+    result processors, as SQLAlchemy's path would.
+    """
+
+    sql: str
+    #: Binds that carry their own value (the literals of expressions returned with the row).
+    fixed: dict[str, Any]
+    #: (bind, conversion) for every bind whose type converts its value.
+    conversions: tuple[tuple[str, Callable[[Any], Any]], ...]
+    #: A conversion, or None, for each value RETURNING reads.
+    results: tuple[Callable[[Any], Any] | None, ...]
+
+    def parameters(self, values: dict) -> dict:
+        parameters = {**self.fixed, **values}
+        for name, convert in self.conversions:
+            parameters[name] = convert(parameters[name])
+        return parameters
+
+    def run(self, connection, values: dict) -> tuple:
+        """Send the INSERT on ``connection``; the row RETURNING reads, if it reads anything."""
+        parameters = self.parameters(values)
+        _announce(connection, self.sql, parameters)
+        with _driver(connection, self.sql) as driver:
+            cursor = driver.execute(self.sql, parameters)
+            if not self.results:
+                return ()
+            row = cursor.fetchone()
+        return tuple(value if convert is None else convert(value) for convert, value in zip(self.results, row))
+
+
+@cache
+def _driver_insert(dialect, table: Table, keys: frozenset[str], returning: tuple[str, ...] = (),
+                   also: tuple[ColumnElement, ...] = ()) -> _DriverInsert | None:
+    """``_insert`` compiled for psycopg for rows giving the columns ``keys``; None for a database
+    other than PostgreSQL, or where SQLAlchemy has work to do at execution (a Python-side default
+    of a column not given, a bind name it must escape): then its own path runs the statement."""
+    if dialect.name != "postgresql" or dialect.driver != "psycopg":
+        return None
+    compiled = _insert(table, returning, also).compile(dialect=dialect, column_keys=sorted(keys))
+    if compiled.insert_prefetch or compiled.escaped_bind_names or compiled.positiontup:
+        return None
+    fixed, conversions = {}, []
+    for bind, name in compiled.bind_names.items():
+        if name not in keys:
+            fixed[name] = bind.effective_value
+        convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if convert is not None:
+            conversions.append((name, convert))
+    read = (*(table.columns[key] for key in returning), *also)
+    results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in read)
+    return _DriverInsert(compiled.string, fixed, tuple(conversions), results)
 
 
 #: Where a session keeps the rows staged to go with its COMMIT (``stage_insert``).
@@ -225,7 +292,13 @@ def commit(session: Session) -> None:
     with _driver(connection, "COMMIT", on_error=session.rollback) as driver:
         with driver.pipeline():
             for table, values in staged:
-                connection.execute(_insert(table, ()), values)
+                insert = _driver_insert(connection.dialect, table, frozenset(values))
+                if insert is None:
+                    connection.execute(_insert(table, ()), values)
+                    continue
+                parameters = insert.parameters(values)
+                _announce(connection, insert.sql, parameters)
+                driver.execute(insert.sql, parameters)
             # Queued like the INSERTs, so that leaving the pipeline sends one Sync for all of
             # them (``driver.commit()`` would sync here, and leaving would sync again).
             driver.execute("COMMIT", prepare=False)
@@ -251,12 +324,17 @@ def read_row(session: Session, statement: Select, sql: str) -> tuple:
 
 def _fetch_row(connection, sql: str) -> tuple | None:
     """The first row ``sql`` (no parameters) reads, sent straight on ``connection``'s psycopg
-    connection. The engine's ``before_cursor_execute`` listeners, if it has any (the tests'
-    statement log does), are told of it as of any statement."""
-    if connection._has_events or connection.engine._has_events:
-        connection.dispatch.before_cursor_execute(connection, None, sql, (), None, False)
+    connection."""
+    _announce(connection, sql, ())
     with _driver(connection, sql) as driver:
         return driver.execute(sql).fetchone()
+
+
+def _announce(connection, sql: str, parameters) -> None:
+    """Tell the engine's ``before_cursor_execute`` listeners, if it has any (the tests' statement
+    log does), of a statement sent past SQLAlchemy, as its own path would."""
+    if connection._has_events or connection.engine._has_events:
+        connection.dispatch.before_cursor_execute(connection, None, sql, parameters, None, False)
 
 
 @contextmanager

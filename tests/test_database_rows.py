@@ -4,11 +4,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.auth.models import ApiToken, User
-from app.clock import utcnow
-from app.database import insert_row
+from app.clock import as_utc, utcnow
+from app.database import insert_row, insert_row_reading
 from app.decisions.models import Exchange, Resolution
 from app.registry.models import Organisation
 
@@ -69,6 +69,79 @@ def test_a_relationship_it_cannot_write_is_refused_and_nothing_is_written(sessio
     with pytest.raises(ValueError, match="insert_row cannot write"):
         insert_row(session, obj)
     assert not [s for s in statements if s.startswith("INSERT")]
+
+
+# --- on PostgreSQL, the INSERT goes straight to psycopg as SQLAlchemy would send it -----------------
+
+
+@pytest.fixture
+def cursors(app):
+    """For each statement the engine is told of: whether SQLAlchemy ran it (it has a cursor), or
+    it was sent straight on psycopg (announced without one)."""
+    from sqlalchemy import event
+
+    from app.extensions import db
+
+    seen: list[tuple[str, bool]] = []
+
+    def note(_connection, cursor, statement, *_args) -> None:
+        seen.append((" ".join(statement.split()[:3]), cursor is not None))
+
+    event.listen(db.engine, "before_cursor_execute", note)
+    yield seen
+    event.remove(db.engine, "before_cursor_execute", note)
+
+
+def an_exchange(session, user: User, **changes) -> Exchange:
+    """An exchange with every column but its key set, values that need converting among them: JSON
+    with text beyond ASCII, a boolean, a time with its zone."""
+    police, council = (session.scalar(select(Organisation.id).where(Organisation.code == code))
+                       for code in ("kent-police", "kent-cc"))
+    values = dict(from_organisation_id=police, to_organisation_id=council, requested_by=user,
+                  requested_at=utcnow(), purpose="safeguarding_children", protocol_code=None, protocol_version=None,
+                  protocol_hash=None, subgroup_code=None, bundle_hash="b" * 64, outcome="refer", is_one_off=True,
+                  emergency_category=None, retention_months=6,
+                  request={"purpose": "safeguarding_children", "justification": "Élan — 50 % «vrai»"},
+                  decision={"outcome": "refer", "findings": [{"rule": "org_active", "evidence": {"n": 1.5}}]})
+    return Exchange(**{**values, **changes})
+
+
+def test_an_insert_sent_straight_stores_what_sqlalchemys_path_would(session, demo, backend, cursors):
+    user = session.scalar(select(User).where(User.email == OFFICER))
+    new = an_exchange(session, user)
+    cursors.clear()
+    exchange, also = insert_row_reading(session, new, (func.upper("head"),))
+    assert also == ("HEAD",), "expressions returned with the row come back converted, as SQLAlchemy's would"
+    assert cursors == [("INSERT INTO exchanges", backend != "postgresql")], \
+        "on PostgreSQL the INSERT is sent past SQLAlchemy's execution path"
+    sent = {key: getattr(exchange, key) for key in ("request", "decision", "is_one_off", "requested_by_id")}
+    sent_at = exchange.requested_at
+    session.commit()
+    session.expire_all()
+    stored = session.get(Exchange, exchange.id)
+    assert {key: getattr(stored, key) for key in sent} == sent
+    assert as_utc(stored.requested_at) == sent_at  # SQLite keeps no zone; PostgreSQL's comes back
+
+
+def test_an_insert_with_a_python_default_to_work_out_takes_sqlalchemys_path(session, demo, cursors):
+    user = session.scalar(select(User).where(User.email == OFFICER))
+    cursors.clear()
+    token = insert_row(session, new_token(user))  # created_at and scopes: defaults made in Python
+    assert cursors == [("INSERT INTO api_tokens", True)]
+    assert token.created_at is not None and token.scopes == []
+
+
+def test_an_insert_refused_by_the_database_raises_sqlalchemys_error_and_the_session_goes_on(session, demo):
+    from sqlalchemy.exc import IntegrityError
+
+    user = session.scalar(select(User).where(User.email == OFFICER))
+    with pytest.raises(IntegrityError):
+        insert_row(session, an_exchange(session, user, to_organisation_id=987_654))  # no such organisation
+    session.rollback()
+    assert session.scalar(select(func.count()).select_from(Exchange)) == 0
+    kept = insert_row(session, an_exchange(session, user))
+    session.commit()
+    assert session.scalar(select(func.count()).select_from(Exchange)) == 1 and kept.id
 
 
 # --- stage_insert and commit: the last row goes with the COMMIT ------------------------------------
