@@ -129,7 +129,7 @@ def insert_row_reading(session: Session, obj: Model, also: tuple[ColumnElement, 
     session.flush()
     # A staged row is no longer the transaction's last write, and ``also`` may read its table.
     write_staged(session)
-    mapper, values = state.mapper, _column_values(state)
+    mapper, values, filled = state.mapper, _column_values(state), {}
     for relationship in mapper.relationships:
         related = state.dict.get(relationship.key)
         if related is None:
@@ -139,7 +139,8 @@ def insert_row_reading(session: Session, obj: Model, also: tuple[ColumnElement, 
             raise ValueError(f"insert_row cannot write {type(obj).__name__}.{relationship.key}: "
                              "set it after the insert, or add the object to the session instead")
         for local, remote in relationship.local_remote_pairs:
-            values[local.key] = getattr(related, related_state.mapper.get_property_by_column(remote).key)
+            filled[local.key] = getattr(related, related_state.mapper.get_property_by_column(remote).key)
+    values.update(filled)
     table = mapper.local_table
     missing = tuple(column.key for column in table.columns if column.key not in values)
     connection = session.connection()
@@ -149,14 +150,21 @@ def insert_row_reading(session: Session, obj: Model, also: tuple[ColumnElement, 
     else:
         result = connection.execute(_insert(table, missing, also), values)
         row = result.one() if missing or also else ()
-    written = {**values, **dict(zip(missing, row))}
-    for key, value in written.items():  # the foreign keys filled above, and what came back
-        attribute = mapper.get_property_by_column(table.columns[key]).key
-        if attribute not in state.dict:
-            setattr(obj, attribute, value)
+    # The foreign keys filled above and what came back, put in place as a load would (without
+    # the attribute events, spent for nothing on an object about to be marked as loaded): on
+    # PostgreSQL this runs holding the chain's lock when the INSERT took it.
+    loaded, attributes = state.dict, _attribute_keys(mapper)
+    for key, value in (*filled.items(), *zip(missing, row)):
+        loaded.setdefault(attributes[key], value)
     make_transient_to_detached(obj)
     session.add(obj)
     return obj, tuple(row[len(missing):])
+
+
+@cache
+def _attribute_keys(mapper) -> dict[str, str]:
+    """The mapped attribute of each of the table's columns, by column key."""
+    return {column.key: mapper.get_property_by_column(column).key for column in mapper.local_table.columns}
 
 
 def _column_values(state) -> dict:
