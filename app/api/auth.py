@@ -49,13 +49,14 @@ def authenticate_request() -> None:
         ratelimit.hit_address()
         raise Unauthenticated("Send an API token as `Authorization: Bearer <token>`.")
     now = utcnow()
-    authenticated = tokens.authenticate(db.session, credential.strip(), now=now,
+    session = db.session()  # not the scoped proxy, which looks the session up again on every call
+    authenticated = tokens.authenticate(session, credential.strip(), now=now,
                                         pepper=current_app.config["TOKEN_PEPPER"])
     if authenticated is None:
         ratelimit.hit_address()
         raise Unauthenticated("The API token is unknown, expired or revoked.")
     ratelimit.hit_token(authenticated.token_id)
-    if tokens.use_is_due(db.session, authenticated.token_id, now):
+    if tokens.use_is_due(session, authenticated.token_id, now):
         _record_use(authenticated.token_id, now)
     g.api_user = authenticated.user
     g.api_scopes = authenticated.scopes

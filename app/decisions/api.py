@@ -75,9 +75,12 @@ def check_exchange(body: ExchangeRequestIn):
 def record_exchange(body: ExchangeRequestIn):
     """Record a proposed exchange: decided as of now, stored with its audit event in one transaction."""
     user = api_user("submit")
-    exchange = service.record(db.session, user, body.model_dump(mode="json", exclude_unset=True), now=utcnow(),
+    # The session itself, not the scoped proxy: every call through ``db.session`` looks the
+    # session up from the app context again, and recording one makes some twenty.
+    session = db.session()
+    exchange = service.record(session, user, body.model_dump(mode="json", exclude_unset=True), now=utcnow(),
                               register_revision=g.register_revision)
-    database.commit(db.session)
+    database.commit(session)
     return json_response(_exchange_fields(exchange), HTTPStatus.CREATED)
 
 
