@@ -27,6 +27,7 @@ from tests.transfers_support import (
     COUNCIL_DPO,
     COUNCIL_OFFICER,
     POLICE_OFFICER,
+    Reader,
     audit_actions,
     payload,
     record_allowed_exchange,
@@ -218,6 +219,35 @@ def test_a_small_transfer_is_released_as_it_was_verified(app, session, sent):
 
 
 # --- rotation ------------------------------------------------------------------------------------
+
+
+def test_a_transfer_appends_its_events_with_the_commit_after_every_other_write(app, session, exchange, backend,
+                                                                                statements):
+    """Sending and downloading write everything else first, then read the chain's head (taking its
+    lock on PostgreSQL) and send their events with the COMMIT: every other appender waits for two
+    round trips, however many events, not for one or two an event."""
+    from app import database
+    from app.audit import service as audit
+
+    statements.clear()
+    transfer = service.send(session, user(session, POLICE_OFFICER), exchange, Reader(payload(1000)),
+                            filename="a.csv", media_type="text/csv", now=utcnow(), keyring=keyring_for(app.config),
+                            max_bytes=app.config["MAX_PAYLOAD_BYTES"])
+    database.commit(session)
+    sending = list(statements)
+    statements.clear()
+    service.open_download(session, user(session, COUNCIL_OFFICER), transfer.id, keyring_for(app.config), now=utcnow())
+    database.commit(session)
+    downloading = list(statements)
+
+    assert audit_actions(session, transfer.id) == ["transfer.sent", "transfer.downloaded", "transfer.receipt"]
+    report = audit.verify_current(session)
+    assert report.ok, report
+    if backend == "postgresql":
+        for log, events in ((sending, 1), (downloading, 2)):
+            locked = [i for i, statement in enumerate(log) if "audit_chain_head_locked" in statement]
+            assert len(locked) == 1, log
+            assert [" ".join(s.split()[:3]) for s in log[locked[0] + 1:]] == ["INSERT INTO audit_events"] * events
 
 
 def test_rotation_rewraps_every_key_keeps_every_transfer_readable_and_retires_the_old_key(

@@ -5,7 +5,7 @@ change, so the change and its audit event commit or roll back together.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -166,14 +166,40 @@ def append_at_commit(
     """``append`` for the transaction's last write: the event goes with the COMMIT of
     ``app.database.commit`` (``app.database.stage_insert``), so on PostgreSQL the chain's lock is
     held for one round trip after the head is read, not two. No ORM object is made for it."""
-    sealed, row = _sealed_row(session, drafted, subject_id, locked_head)
-    stage_insert(session, AuditEvent.__table__, row)
-    return sealed
+    return append_all_at_commit(session, [(drafted, subject_id)], locked_head=locked_head)[0]
+
+
+def append_all_at_commit(
+    session: Session,
+    events: Sequence[tuple[DraftEvent, str | int | None]],
+    *,
+    locked_head: tuple[int | None, str | None] | None = None,
+) -> list[chain.EventRecord]:
+    """``append_at_commit`` for several events, (drafted event, subject id) in the order they
+    take in the chain: the head is read once, and each event sealed onto the one before it.
+
+    Whatever the caller has pending is written first, then the head read (taking the chain's
+    lock): on PostgreSQL the lock is held for that round trip and the COMMIT's, however many
+    events there are, instead of two round trips an event.
+    """
+    staged = _sealed_rows(session, events, locked_head)
+    for _sealed, row in staged:
+        stage_insert(session, AuditEvent.__table__, row)
+    return [sealed for sealed, _row in staged]
 
 
 def _sealed_row(session: Session, drafted: DraftEvent, subject_id: str | int | None,
                 locked_head: tuple[int | None, str | None] | None) -> tuple[chain.EventRecord, dict[str, Any]]:
     """``drafted`` sealed onto the chain's head, and its audit_events row by column."""
+    return _sealed_rows(session, [(drafted, subject_id)], locked_head)[0]
+
+
+def _sealed_rows(session: Session, events: Sequence[tuple[DraftEvent, str | int | None]],
+                 locked_head: tuple[int | None, str | None] | None) -> list[tuple[chain.EventRecord, dict[str, Any]]]:
+    """The drafted ``events`` sealed in order onto the chain's head, each with its audit_events
+    row by column."""
+    if not events:
+        raise ValueError("append at least one event")
     # Write what the caller has pending first, so the chain's lock is held for the append alone.
     session.flush()
     write_staged(session)
@@ -182,16 +208,20 @@ def _sealed_row(session: Session, drafted: DraftEvent, subject_id: str | int | N
     else:  # read by the caller's INSERT; (None, None) while the chain is empty
         head = locked_head if locked_head[0] is not None else None
     seq, prev_hash = (head[0] + 1, head[1]) if head else (1, chain.GENESIS_HASH)
-    sealed = drafted.event.seal(seq=seq, prev_hash=prev_hash, subject_id=None if subject_id is None else str(subject_id),
-                                key=audit_key())
-    columns = indexing.indexed_values(sealed.subject_type, sealed.subject_id, sealed.details)
-    return sealed, {
-        "seq": sealed.seq, "occurred_at": sealed.occurred_at, "action": sealed.action, "actor": sealed.actor,
-        "actor_user_id": drafted.actor_user_id, "organisation": sealed.organisation,
-        "subject_type": sealed.subject_type, "subject_id": sealed.subject_id, "details": sealed.details,
-        "prev_hash": sealed.prev_hash, "hash": sealed.hash, "mac": sealed.mac, "protocol": columns.protocol,
-        "subgroup": columns.subgroup, "outcome": columns.outcome, "counterparty": columns.counterparty,
-    }
+    key, sealed_rows = audit_key(), []
+    for drafted, subject_id in events:
+        sealed = drafted.event.seal(seq=seq, prev_hash=prev_hash,
+                                    subject_id=None if subject_id is None else str(subject_id), key=key)
+        columns = indexing.indexed_values(sealed.subject_type, sealed.subject_id, sealed.details)
+        sealed_rows.append((sealed, {
+            "seq": sealed.seq, "occurred_at": sealed.occurred_at, "action": sealed.action, "actor": sealed.actor,
+            "actor_user_id": drafted.actor_user_id, "organisation": sealed.organisation,
+            "subject_type": sealed.subject_type, "subject_id": sealed.subject_id, "details": sealed.details,
+            "prev_hash": sealed.prev_hash, "hash": sealed.hash, "mac": sealed.mac, "protocol": columns.protocol,
+            "subgroup": columns.subgroup, "outcome": columns.outcome, "counterparty": columns.counterparty,
+        }))
+        seq, prev_hash = seq + 1, sealed.hash
+    return sealed_rows
 
 
 def _with_filter_values(details: dict[str, Any] | None, **values: str | None) -> dict[str, Any]:

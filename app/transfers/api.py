@@ -9,6 +9,7 @@ from flask import Response, current_app, request, url_for
 from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy.orm.attributes import set_committed_value
 
+from app import database
 from app.api.auth import api_user
 from app.api.errors import standard_responses
 from app.auth.models import User
@@ -100,7 +101,7 @@ def send_transfer(path: ExchangePath, header: UploadHeaders):
                             media_type=request.headers.get("Content-Type"), now=now,
                             keyring=keyring_for(current_app.config), max_bytes=max_bytes,
                             expected_sha256=header.sha256)
-    db.session.commit()
+    database.commit(db.session)
     # Just sent, so nobody has downloaded it: said, so that describing it asks the database nothing.
     set_committed_value(transfer, "downloads", [])
     body = transfer_out(transfer, user, now)

@@ -144,7 +144,8 @@ def send(session: Session, actor: User, exchange: Exchange, stream: IO[bytes], *
     The transfer row goes in first (its chunks refer to it), then the sealed segments in batches
     as they are produced, then the size and digest; all in the caller's transaction, so a failure
     at any point (too large, a digest the sender did not expect, a dropped connection) leaves
-    nothing once the boundary rolls back.
+    nothing once the boundary rolls back. The audit event goes with the COMMIT: the caller
+    commits with ``app.database.commit``.
     """
     require_may_send(actor, exchange, now=now)
     if expected_sha256 is not None:
@@ -185,13 +186,16 @@ def send(session: Session, actor: User, exchange: Exchange, stream: IO[bytes], *
         raise ValidationFailed({"sha256": "The file received does not match the SHA-256 you gave: it was changed "
                                           "or cut short on the way. Nothing was stored; send it again"})
     transfer.size, transfer.sha256, transfer.segment_count = encryptor.size, encryptor.sha256_hex, segment_count
-    session.flush()
-    audit.record(session, action="transfer.sent", actor=actor, organisation=exchange.from_organisation.code,
-                 subject_type="transfer", subject_id=transfer_id, occurred_at=now,
-                 details={"transfer_id": transfer_id, "exchange_id": exchange.id,
-                          "to_org": exchange.to_organisation.code, "size": transfer.size,
-                          "sha256": transfer.sha256, "key_id": transfer.key_id, "media_type": transfer.media_type,
-                          "retention_until": as_utc(transfer.retention_until).isoformat()})
+    sent = audit.draft(action="transfer.sent", actor=actor, organisation=exchange.from_organisation.code,
+                       subject_type="transfer", occurred_at=now,
+                       details={"transfer_id": transfer_id, "exchange_id": exchange.id,
+                                "to_org": exchange.to_organisation.code, "size": transfer.size,
+                                "sha256": transfer.sha256, "key_id": transfer.key_id,
+                                "media_type": transfer.media_type,
+                                "retention_until": as_utc(transfer.retention_until).isoformat()})
+    # The transaction's last write: the event goes with the COMMIT, so every other appender waits
+    # for the chain's lock during the head's read and the commit only.
+    audit.append_at_commit(session, sent, subject_id=transfer_id)
     return transfer
 
 
@@ -363,7 +367,8 @@ def stored_segments(session: Session, transfer_id: str, *, batched: bool = True)
 def open_download(session: Session, actor: User, transfer_id: str, keyring: Keyring, *,
                   now: datetime) -> Download:
     """Verify a transfer whole, then record the download, its audit event and the sender's
-    receipt; the caller commits before streaming ``Download.plaintext``.
+    receipt; the caller commits (with ``app.database.commit``: the events go with the COMMIT)
+    before streaming ``Download.plaintext``.
 
     Nothing is released unless every stored segment authenticates in order and the size and
     SHA-256 match what was recorded when it was sent. A failed check is itself recorded
@@ -398,9 +403,13 @@ def open_download(session: Session, actor: User, transfer_id: str, keyring: Keyr
     session.flush()
     details = {"transfer_id": transfer.id, "exchange_id": transfer.exchange_id, "download_id": download.id,
                "size": transfer.size, "sha256": transfer.sha256}
-    audit.record(session, action="transfer.downloaded", actor=actor, organisation=transfer.recipient_organisation.code,
-                 subject_type="transfer", subject_id=transfer.id, occurred_at=now, details=details)
-    _send_receipt(session, transfer, download, now=now)
+    downloaded = audit.draft(action="transfer.downloaded", actor=actor,
+                             organisation=transfer.recipient_organisation.code, subject_type="transfer",
+                             occurred_at=now, details=details)
+    receipt = _send_receipt(session, transfer, download, now=now)
+    # The transaction's last writes, with the COMMIT: the chain's lock is held for the head's read
+    # and the commit, not for a round trip or two an event.
+    audit.append_all_at_commit(session, [(downloaded, transfer.id), (receipt, transfer.id)])
     return Download(transfer_id=transfer.id, filename=transfer.filename, media_type=transfer.media_type,
                     size=transfer.size, sha256=transfer.sha256, _data_key=data_key, _verified=verified)
 
@@ -431,13 +440,15 @@ def _record_unreadable(session: Session, actor: User, transfer: Transfer, *, now
                           "key_id": transfer.key_id})
 
 
-def _send_receipt(session: Session, transfer: Transfer, download: TransferDownload, *, now: datetime) -> None:
-    """Tell the sender their transfer was collected: on the record, and by e-mail through the outbox."""
+def _send_receipt(session: Session, transfer: Transfer, download: TransferDownload, *,
+                  now: datetime) -> audit.DraftEvent:
+    """Tell the sender their transfer was collected: by e-mail through the outbox, and on the
+    record with the event returned, for the caller to append."""
     recipient = transfer.recipient_organisation
-    audit.record(session, action="transfer.receipt", actor=RECEIPT_ACTOR,
-                 organisation=transfer.sender_organisation.code, subject_type="transfer", subject_id=transfer.id,
-                 occurred_at=now, details={"transfer_id": transfer.id, "download_id": download.id,
-                                           "to": transfer.sender.email, "downloaded_by_org": recipient.code})
+    receipt = audit.draft(action="transfer.receipt", actor=RECEIPT_ACTOR,
+                          organisation=transfer.sender_organisation.code, subject_type="transfer", occurred_at=now,
+                          details={"transfer_id": transfer.id, "download_id": download.id,
+                                   "to": transfer.sender.email, "downloaded_by_org": recipient.code})
     when = as_utc(now).astimezone(LONDON)
     outbox.enqueue(
         session, to_address=transfer.sender.email, now=now,
@@ -447,6 +458,7 @@ def _send_receipt(session: Session, transfer: Transfer, download: TransferDownlo
               f"Transfer: {transfer.id}\nSize: {transfer.size} bytes\nSHA-256: {transfer.sha256}\n\n"
               "The contents matched the digest recorded when you sent it. This receipt is also in Accord's audit "
               "trail."))
+    return receipt
 
 
 # --- retention and destruction -------------------------------------------------------------------

@@ -73,7 +73,7 @@ def open_download(user: User, transfer_id: str) -> service.Download:
         except service.TransferUnreadable:
             db.session.commit()
             raise
-        db.session.commit()
+        database.commit(db.session)
     return download
 
 

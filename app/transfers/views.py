@@ -15,6 +15,7 @@ from flask_wtf.csrf import CSRFError, validate_csrf
 from werkzeug.http import parse_options_header
 from wtforms import ValidationError
 
+from app import database
 from app.clock import utcnow
 from app.decisions import service as decisions
 from app.errors import ValidationFailed
@@ -97,7 +98,7 @@ def upload(exchange_id: int):
             if _wants_json():
                 return jsonify(error={"code": exc.code, "message": " ".join(exc.errors.values())}), 422
         else:
-            db.session.commit()
+            database.commit(db.session)
             location = url_for("transfers.transfer", transfer_id=transfer.id)
             # Shown on the transfer's page whether the browser posted the form or sent it by script.
             flash(f"{transfer.filename} was encrypted and sent to {exchange.to_organisation.name}.", "success")
