@@ -207,12 +207,17 @@ class _DriverInsert:
             parameters[name] = convert(parameters[name])
         return parameters
 
-    def run(self, connection, values: dict) -> tuple:
-        """Send the INSERT on ``connection``; the row RETURNING reads, if it reads anything."""
+    def send(self, connection, driver, values: dict):
+        """Send the INSERT on ``driver``, ``connection``'s psycopg connection (its errors left to
+        the caller's ``_driver``); the cursor."""
         parameters = self.parameters(values)
         _announce(connection, self.sql, parameters)
+        return driver.execute(self.sql, parameters)
+
+    def run(self, connection, values: dict) -> tuple:
+        """Send the INSERT on ``connection``; the row RETURNING reads, if it reads anything."""
         with _driver(connection, self.sql) as driver:
-            cursor = driver.execute(self.sql, parameters)
+            cursor = self.send(connection, driver, values)
             if not self.results:
                 return ()
             row = cursor.fetchone()
@@ -280,7 +285,20 @@ def _column_keys(table: Table) -> frozenset[str]:
 def write_staged(session: Session) -> None:
     """Write the staged rows now, each with its own statement (before a read that must see them)."""
     for table, values in session.info.pop(_STAGED, ()):
-        session.connection().execute(_insert(table, ()), values)
+        _write_row(session.connection(), table, values)
+
+
+def _write_row(connection, table: Table, values: dict, driver=None) -> None:
+    """One row of ``table``, every column given: straight on psycopg where ``_driver_insert``
+    compiles it (on ``driver`` when the caller holds it, inside its error handling), otherwise
+    through SQLAlchemy."""
+    insert = _driver_insert(connection.dialect, table, frozenset(values))
+    if insert is None:
+        connection.execute(_insert(table, ()), values)
+    elif driver is None:
+        insert.run(connection, values)
+    else:
+        insert.send(connection, driver, values)
 
 
 def commit(session: Session) -> None:
@@ -300,13 +318,7 @@ def commit(session: Session) -> None:
     with _driver(connection, "COMMIT", on_error=session.rollback) as driver:
         with driver.pipeline():
             for table, values in staged:
-                insert = _driver_insert(connection.dialect, table, frozenset(values))
-                if insert is None:
-                    connection.execute(_insert(table, ()), values)
-                    continue
-                parameters = insert.parameters(values)
-                _announce(connection, insert.sql, parameters)
-                driver.execute(insert.sql, parameters)
+                _write_row(connection, table, values, driver)
             # Queued like the INSERTs, so that leaving the pipeline sends one Sync for all of
             # them (``driver.commit()`` would sync here, and leaving would sync again).
             driver.execute("COMMIT", prepare=False)
