@@ -17,6 +17,7 @@ from app.audit.models import AuditEvent
 from app.clock import as_utc, utcnow
 from app.reminders.models import OutboxMessage
 from app.transfers import service
+from app.transfers.cipher import SEGMENT_SIZE
 from app.transfers.keyring import Keyring, load_key_file, save_key_file
 from app.transfers.keys import keyring_for
 from app.transfers.models import Transfer, TransferChunk, TransferDownload
@@ -221,33 +222,46 @@ def test_a_small_transfer_is_released_as_it_was_verified(app, session, sent):
 # --- rotation ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("size, sent_under_lock", [
+    # One segment: the transfer's own INSERT takes the lock; its segment goes with the COMMIT.
+    (1000, ["INSERT INTO transfers", "INSERT INTO transfer_chunks", "INSERT INTO audit_events"]),
+    # Two: the segments are written as they are sealed, then the head is read on its own.
+    (70_000, ["SELECT seq, hash", "INSERT INTO audit_events"]),
+])
 def test_a_transfer_appends_its_events_with_the_commit_after_every_other_write(app, session, exchange, backend,
-                                                                                statements):
-    """Sending and downloading write everything else first, then read the chain's head (taking its
-    lock on PostgreSQL) and send their events with the COMMIT: every other appender waits for two
-    round trips, however many events, not for one or two an event."""
+                                                                                statements, size, sent_under_lock):
+    """Sending and downloading write everything else first, then take the chain's lock (on
+    PostgreSQL) with their last write or a read of the head, and send their events with the
+    COMMIT: every other appender waits for two round trips, however many events, not for one or
+    two an event."""
     from app import database
     from app.audit import service as audit
 
+    data = payload(size)
     statements.clear()
-    transfer = service.send(session, user(session, POLICE_OFFICER), exchange, Reader(payload(1000)),
+    transfer = service.send(session, user(session, POLICE_OFFICER), exchange, Reader(data),
                             filename="a.csv", media_type="text/csv", now=utcnow(), keyring=keyring_for(app.config),
                             max_bytes=app.config["MAX_PAYLOAD_BYTES"])
     database.commit(session)
     sending = list(statements)
     statements.clear()
-    service.open_download(session, user(session, COUNCIL_OFFICER), transfer.id, keyring_for(app.config), now=utcnow())
+    download = service.open_download(session, user(session, COUNCIL_OFFICER), transfer.id, keyring_for(app.config),
+                                     now=utcnow())
     database.commit(session)
     downloading = list(statements)
 
+    assert b"".join(download.plaintext(session)) == data
     assert audit_actions(session, transfer.id) == ["transfer.sent", "transfer.downloaded", "transfer.receipt"]
+    assert session.scalar(select(func.count()).select_from(TransferChunk).where(
+        TransferChunk.transfer_id == transfer.id)) == transfer.segment_count == (1 if size < SEGMENT_SIZE else 2)
     report = audit.verify_current(session)
     assert report.ok, report
     if backend == "postgresql":
-        for log, events in ((sending, 1), (downloading, 2)):
+        for log, expected in ((sending, sent_under_lock),
+                              (downloading, ["INSERT INTO transfer_downloads"] + ["INSERT INTO audit_events"] * 2)):
             locked = [i for i, statement in enumerate(log) if "audit_chain_head_locked" in statement]
             assert len(locked) == 1, log
-            assert [" ".join(s.split()[:3]) for s in log[locked[0] + 1:]] == ["INSERT INTO audit_events"] * events
+            assert [" ".join(s.split()[:3]) for s in log[locked[0]:]] == expected, log
 
 
 def test_rotation_rewraps_every_key_keeps_every_transfer_readable_and_retires_the_old_key(

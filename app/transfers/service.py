@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from app.audit import service as audit
 from app.auth.models import Role, User
 from app.clock import LONDON, as_utc
+from app.database import insert_row_reading, stage_insert
 from app.decisions.models import Exchange
 from app.errors import AccordError, Conflict, NotFound, NotPermitted, ValidationFailed
 from app.reminders import outbox
@@ -142,10 +143,11 @@ def send(session: Session, actor: User, exchange: Exchange, stream: IO[bytes], *
     """Encrypt ``stream`` into a new transfer under ``exchange`` and record it.
 
     The transfer row goes in first (its chunks refer to it), then the sealed segments in batches
-    as they are produced, then the size and digest; all in the caller's transaction, so a failure
-    at any point (too large, a digest the sender did not expect, a dropped connection) leaves
-    nothing once the boundary rolls back. The audit event goes with the COMMIT: the caller
-    commits with ``app.database.commit``.
+    as they are produced, then the size and digest; a payload of one segment, read whole before
+    anything is written, goes in as one complete row and its segment (``_send_one_segment``).
+    All in the caller's transaction, so a failure at any point (too large, a digest the sender
+    did not expect, a dropped connection) leaves nothing once the boundary rolls back. The audit
+    event goes with the COMMIT: the caller commits with ``app.database.commit``.
     """
     require_may_send(actor, exchange, now=now)
     if expected_sha256 is not None:
@@ -163,40 +165,76 @@ def send(session: Session, actor: User, exchange: Exchange, stream: IO[bytes], *
         filename=sanitise_filename(filename), size=0, sha256="", segment_size=SEGMENT_SIZE, segment_count=0,
         wrapped_key=wrapped.blob, key_id=wrapped.key_id, created_at=now, retention_until=add_months(now, months),
     )
-    session.add(transfer)
-    session.flush()
-
     encryptor = SegmentEncryptor(data_key, transfer_id)
     pending: list[Segment] = []
-    segment_count = received = 0
+    received = 0
+    # Read until the first segment is sealed, which the encryptor does once it holds more than a
+    # segment's worth: a payload that ends sooner is one segment, and takes the short way.
+    while not pending and (piece := stream.read(READ_SIZE)):
+        received = _received(received, piece, max_bytes)
+        pending.extend(encryptor.update(piece))
+    if not pending:
+        return _send_one_segment(session, actor, exchange, transfer, encryptor, expected_sha256)
+
+    session.add(transfer)
+    session.flush()
+    segment_count = 0
     while piece := stream.read(READ_SIZE):
-        received += len(piece)
-        if received > max_bytes:
-            raise PayloadTooLarge(_too_large_message(max_bytes))
+        received = _received(received, piece, max_bytes)
         pending.extend(encryptor.update(piece))
         if len(pending) >= INSERT_BATCH:
             segment_count += _insert_chunks(session, transfer_id, pending)
             pending = []
     pending.extend(encryptor.finalize())
     segment_count += _insert_chunks(session, transfer_id, pending)
+    _check_received(encryptor, expected_sha256)
+    transfer.size, transfer.sha256, transfer.segment_count = encryptor.size, encryptor.sha256_hex, segment_count
+    # The transaction's last write: the event goes with the COMMIT, so every other appender waits
+    # for the chain's lock during the head's read and the commit only.
+    audit.append_at_commit(session, _sent_event(actor, exchange, transfer), subject_id=transfer_id)
+    return transfer
 
+
+def _send_one_segment(session: Session, actor: User, exchange: Exchange, transfer: Transfer,
+                      encryptor: SegmentEncryptor, expected_sha256: str | None) -> Transfer:
+    """``send`` for a payload of one segment (most of them): the transfer's row goes in complete,
+    its INSERT taking the audit chain's lock and reading its head (``audit.head_columns``), and
+    the segment and the event go with the COMMIT. Three round trips, not five, and no UPDATE."""
+    (index, ciphertext), = encryptor.finalize()
+    _check_received(encryptor, expected_sha256)
+    transfer.size, transfer.sha256, transfer.segment_count = encryptor.size, encryptor.sha256_hex, 1
+    event = _sent_event(actor, exchange, transfer)
+    transfer, head = insert_row_reading(session, transfer, audit.head_columns(session))
+    stage_insert(session, TransferChunk.__table__,
+                 {"transfer_id": transfer.id, "segment_index": index, "ciphertext": ciphertext})
+    audit.append_at_commit(session, event, subject_id=transfer.id, locked_head=head or None)
+    return transfer
+
+
+def _received(received: int, piece: bytes, max_bytes: int) -> int:
+    """The bytes received so far with ``piece``; too many, and the upload is refused."""
+    received += len(piece)
+    if received > max_bytes:
+        raise PayloadTooLarge(_too_large_message(max_bytes))
+    return received
+
+
+def _check_received(encryptor: SegmentEncryptor, expected_sha256: str | None) -> None:
     if encryptor.size == 0:
         raise ValidationFailed({"payload": "The file is empty: choose the file you mean to send"})
     if expected_sha256 is not None and not hmac.compare_digest(expected_sha256, encryptor.sha256_hex):
         raise ValidationFailed({"sha256": "The file received does not match the SHA-256 you gave: it was changed "
                                           "or cut short on the way. Nothing was stored; send it again"})
-    transfer.size, transfer.sha256, transfer.segment_count = encryptor.size, encryptor.sha256_hex, segment_count
-    sent = audit.draft(action="transfer.sent", actor=actor, organisation=exchange.from_organisation.code,
-                       subject_type="transfer", occurred_at=now,
-                       details={"transfer_id": transfer_id, "exchange_id": exchange.id,
+
+
+def _sent_event(actor: User, exchange: Exchange, transfer: Transfer) -> audit.DraftEvent:
+    return audit.draft(action="transfer.sent", actor=actor, organisation=exchange.from_organisation.code,
+                       subject_type="transfer", occurred_at=transfer.created_at,
+                       details={"transfer_id": transfer.id, "exchange_id": exchange.id,
                                 "to_org": exchange.to_organisation.code, "size": transfer.size,
                                 "sha256": transfer.sha256, "key_id": transfer.key_id,
                                 "media_type": transfer.media_type,
                                 "retention_until": as_utc(transfer.retention_until).isoformat()})
-    # The transaction's last write: the event goes with the COMMIT, so every other appender waits
-    # for the chain's lock during the head's read and the commit only.
-    audit.append_at_commit(session, sent, subject_id=transfer_id)
-    return transfer
 
 
 def _insert_chunks(session: Session, transfer_id: str, segments: list[Segment]) -> int:
@@ -398,18 +436,27 @@ def open_download(session: Session, actor: User, transfer_id: str, keyring: Keyr
         raise TransferIntegrityFailed("The transfer failed its integrity check and was not released. Nothing was "
                                       "downloaded; tell the sender and your data protection officer.") from None
 
-    download = TransferDownload(transfer=transfer, user=actor, downloaded_at=now, bytes=transfer.size)
-    session.add(download)
-    session.flush()
+    # The sender's receipt e-mail first, so that the download's INSERT, which takes the audit
+    # chain's lock and reads its head, is the last write before the events and the COMMIT.
+    _mail_receipt(session, transfer, now=now)
+    # By its keys, not its relationships: the backref would add it to ``transfer.downloads``,
+    # which the flush inside ``insert_row_reading`` would find holding an object not yet added.
+    download, head = insert_row_reading(
+        session, TransferDownload(transfer_id=transfer.id, user_id=actor.id, downloaded_at=now, bytes=transfer.size),
+        audit.head_columns(session))
     details = {"transfer_id": transfer.id, "exchange_id": transfer.exchange_id, "download_id": download.id,
                "size": transfer.size, "sha256": transfer.sha256}
     downloaded = audit.draft(action="transfer.downloaded", actor=actor,
                              organisation=transfer.recipient_organisation.code, subject_type="transfer",
                              occurred_at=now, details=details)
-    receipt = _send_receipt(session, transfer, download, now=now)
-    # The transaction's last writes, with the COMMIT: the chain's lock is held for the head's read
-    # and the commit, not for a round trip or two an event.
-    audit.append_all_at_commit(session, [(downloaded, transfer.id), (receipt, transfer.id)])
+    receipt = audit.draft(action="transfer.receipt", actor=RECEIPT_ACTOR,
+                          organisation=transfer.sender_organisation.code, subject_type="transfer", occurred_at=now,
+                          details={"transfer_id": transfer.id, "download_id": download.id,
+                                   "to": transfer.sender.email,
+                                   "downloaded_by_org": transfer.recipient_organisation.code})
+    # The transaction's last writes, with the COMMIT: the chain's lock is held from the download's
+    # INSERT to the commit, not for a round trip or two an event.
+    audit.append_all_at_commit(session, [(downloaded, transfer.id), (receipt, transfer.id)], locked_head=head or None)
     return Download(transfer_id=transfer.id, filename=transfer.filename, media_type=transfer.media_type,
                     size=transfer.size, sha256=transfer.sha256, _data_key=data_key, _verified=verified)
 
@@ -440,15 +487,10 @@ def _record_unreadable(session: Session, actor: User, transfer: Transfer, *, now
                           "key_id": transfer.key_id})
 
 
-def _send_receipt(session: Session, transfer: Transfer, download: TransferDownload, *,
-                  now: datetime) -> audit.DraftEvent:
-    """Tell the sender their transfer was collected: by e-mail through the outbox, and on the
-    record with the event returned, for the caller to append."""
+def _mail_receipt(session: Session, transfer: Transfer, *, now: datetime) -> None:
+    """Tell the sender their transfer was collected, by e-mail through the outbox (and on the
+    record with the ``transfer.receipt`` event ``open_download`` appends)."""
     recipient = transfer.recipient_organisation
-    receipt = audit.draft(action="transfer.receipt", actor=RECEIPT_ACTOR,
-                          organisation=transfer.sender_organisation.code, subject_type="transfer", occurred_at=now,
-                          details={"transfer_id": transfer.id, "download_id": download.id,
-                                   "to": transfer.sender.email, "downloaded_by_org": recipient.code})
     when = as_utc(now).astimezone(LONDON)
     outbox.enqueue(
         session, to_address=transfer.sender.email, now=now,
@@ -458,7 +500,6 @@ def _send_receipt(session: Session, transfer: Transfer, download: TransferDownlo
               f"Transfer: {transfer.id}\nSize: {transfer.size} bytes\nSHA-256: {transfer.sha256}\n\n"
               "The contents matched the digest recorded when you sent it. This receipt is also in Accord's audit "
               "trail."))
-    return receipt
 
 
 # --- retention and destruction -------------------------------------------------------------------
