@@ -23,7 +23,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 from flask import Flask, request
-from sqlalchemy import ColumnElement, Insert, Select, Table, event, exc, inspect
+from sqlalchemy import ColumnElement, Insert, Select, Table, bindparam, event, exc, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import MANYTOONE, Session, make_transient_to_detached
 
@@ -120,9 +120,19 @@ def insert_row(session: Session, obj: Model) -> Model:
     return insert_row_reading(session, obj)[0]
 
 
-def insert_row_reading(session: Session, obj: Model, also: tuple[ColumnElement, ...] = ()) -> tuple[Model, tuple]:
+class NotInserted(Exception):
+    """``insert_row_reading``'s condition (``only_if``) did not hold: nothing was written."""
+
+
+def insert_row_reading(session: Session, obj: Model, also: tuple[ColumnElement, ...] = (), *,
+                       only_if: ColumnElement[bool] | None = None, only_if_values: dict | None = None
+                       ) -> tuple[Model, tuple]:
     """``insert_row``, with the INSERT also returning the values of ``also``: expressions the
-    database works out in the same round trip (the audit chain's head, read under its lock)."""
+    database works out in the same round trip (the audit chain's head, read under its lock).
+
+    ``only_if``: a condition the database checks as it inserts (``INSERT ... SELECT ... WHERE``),
+    its parameters in ``only_if_values``, built once by the caller like ``also``; when it does
+    not hold, nothing is written, ``also`` is not worked out, and ``NotInserted`` is raised."""
     state = inspect(obj)
     if state.key is not None or state.session_id is not None:
         raise ValueError(f"{obj!r} is already in a session: insert_row writes new objects only")
@@ -144,12 +154,17 @@ def insert_row_reading(session: Session, obj: Model, also: tuple[ColumnElement, 
     table = mapper.local_table
     missing = tuple(column.key for column in table.columns if column.key not in values)
     connection = session.connection()
-    driver_insert = _driver_insert(connection.dialect, table, frozenset(values), missing, also)
+    keys = frozenset(values)
+    parameters = values if only_if is None else {**values, **(only_if_values or {})}
+    driver_insert = _driver_insert(connection.dialect, table, keys, missing, also, only_if)
     if driver_insert is not None:
-        row = driver_insert.run(connection, values)
+        row = driver_insert.run(connection, parameters)
     else:
-        result = connection.execute(_insert(table, missing, also), values)
-        row = result.one() if missing or also else ()
+        result = connection.execute(_insert(table, missing, also, only_if, keys if only_if is not None else frozenset()),
+                                    parameters)
+        row = result.one_or_none() if missing or also or only_if is not None else ()
+    if row is None:
+        raise NotInserted(f"{table.name}: the condition of the INSERT did not hold")
     # The foreign keys filled above and what came back, put in place as a load would (without
     # the attribute events, spent for nothing on an object about to be marked as loaded): on
     # PostgreSQL this runs holding the chain's lock when the INSERT took it.
@@ -174,10 +189,16 @@ def _column_values(state) -> dict:
 
 
 @cache
-def _insert(table: Table, returning: tuple[str, ...], also: tuple[ColumnElement, ...] = ()) -> Insert:
+def _insert(table: Table, returning: tuple[str, ...], also: tuple[ColumnElement, ...] = (),
+            only_if: ColumnElement[bool] | None = None, keys: frozenset[str] = frozenset()) -> Insert:
     """Built once per table, set of columns read back and extra expressions: building a statement,
-    and working out its cache key, costs more than running a small one."""
+    and working out its cache key, costs more than running a small one. With ``only_if``, the
+    row's values (``keys``, one parameter each) are selected where the condition holds."""
     statement = table.insert()
+    if only_if is not None:
+        given = sorted(keys)
+        statement = statement.from_select(given, select(*(bindparam(key, type_=table.columns[key].type)
+                                                          for key in given)).where(only_if))
     columns = (*(table.columns[key] for key in returning), *also)
     return statement.returning(*columns) if columns else statement
 
@@ -214,25 +235,30 @@ class _DriverInsert:
         _announce(connection, self.sql, parameters)
         return driver.execute(self.sql, parameters)
 
-    def run(self, connection, values: dict) -> tuple:
-        """Send the INSERT on ``connection``; the row RETURNING reads, if it reads anything."""
+    def run(self, connection, values: dict) -> tuple | None:
+        """Send the INSERT on ``connection``; the row RETURNING reads, if it reads anything, or
+        None if it inserted nothing (its condition did not hold)."""
         with _driver(connection, self.sql) as driver:
             cursor = self.send(connection, driver, values)
             if not self.results:
                 return ()
             row = cursor.fetchone()
+        if row is None:
+            return None
         return tuple(value if convert is None else convert(value) for convert, value in zip(self.results, row))
 
 
 @cache
 def _driver_insert(dialect, table: Table, keys: frozenset[str], returning: tuple[str, ...] = (),
-                   also: tuple[ColumnElement, ...] = ()) -> _DriverInsert | None:
+                   also: tuple[ColumnElement, ...] = (), only_if: ColumnElement[bool] | None = None
+                   ) -> _DriverInsert | None:
     """``_insert`` compiled for psycopg for rows giving the columns ``keys``; None for a database
     other than PostgreSQL, or where SQLAlchemy has work to do at execution (a Python-side default
     of a column not given, a bind name it must escape): then its own path runs the statement."""
     if dialect.name != "postgresql" or dialect.driver != "psycopg":
         return None
-    compiled = _insert(table, returning, also).compile(dialect=dialect, column_keys=sorted(keys))
+    compiled = _insert(table, returning, also, only_if, keys if only_if is not None else frozenset()).compile(
+        dialect=dialect, column_keys=sorted(keys))
     if compiled.insert_prefetch or compiled.escaped_bind_names or compiled.positiontup:
         return None
     fixed, conversions = {}, []

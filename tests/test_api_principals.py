@@ -10,12 +10,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 
 from app.auth import service as auth_service
 from app.auth import tokens
 from app.auth.models import AccessRevision, ApiToken, User, UserRole
 from app.clock import utcnow
+from app.decisions.models import Exchange
 from app.registry.models import Organisation
 from tests.clients import isolated_client
 from tests.world import ALLOWED as PROTOCOL_REQUEST
@@ -81,6 +82,82 @@ def test_a_token_revoked_disabled_or_expired_is_refused_on_the_next_request(api,
     assert access_revision(session) > before
     response = api.get("/api/v1/me", headers=seen)
     assert response.status_code == 401 and response.json["error"]["code"] == "unauthenticated"
+
+
+def exchanges(session) -> int:
+    session.expire_all()
+    count = session.scalar(select(func.count()).select_from(Exchange))
+    session.commit()  # and free the database for the next request (SQLite's writers wait for readers)
+    return count
+
+
+def test_a_submission_spends_no_statement_on_the_token_its_insert_confirms_the_revisions(api, seen, session,
+                                                                                         statements):
+    before = exchanges(session)
+    statements.clear()
+    assert api.post("/api/v1/exchanges", json=ALLOWED, headers=seen).status_code == 201
+    revisions = [s for s in statements if "register_revision" in s]
+    assert len(revisions) == 1 and revisions[0].startswith("INSERT INTO exchanges"), statements
+    assert "access_revision" in revisions[0]
+    assert not [s for s in statements if "api_tokens" in s or "FROM users" in s], statements
+    assert exchanges(session) == before + 1
+
+
+@pytest.mark.parametrize("change", [revoke, disable, expire_now])
+def test_a_token_revoked_disabled_or_expired_records_nothing_on_the_next_submission(api, seen, session, change,
+                                                                                    statements):
+    before = exchanges(session)
+    change(session)
+    session.commit()
+    statements.clear()
+    response = api.post("/api/v1/exchanges", json=ALLOWED, headers=seen)
+    assert response.status_code == 401 and response.json["error"]["code"] == "unauthenticated"
+    assert exchanges(session) == before
+    # The INSERT found the access revision moved and wrote nothing; the token was then read again.
+    inserts = [i for i, s in enumerate(statements) if s.startswith("INSERT INTO exchanges")]
+    reads = [i for i, s in enumerate(statements) if s.startswith("SELECT") and "access_revision" in s]
+    assert len(inserts) == 1 and reads and reads[0] > inserts[0], statements
+
+
+def test_roles_granted_hold_from_the_next_submission(api, seen, session):
+    """A refusal on what the worker last read is not final: the request is decided again on what
+    the database holds."""
+    auth_service.set_roles(session, "test", officer(session), ["auditor"])
+    session.commit()
+    assert api.get("/api/v1/me", headers=seen).json["roles"] == ["auditor"]  # kept in memory as an auditor
+    assert api.post("/api/v1/exchanges", json=ALLOWED, headers=seen).status_code == 403
+    auth_service.set_roles(session, "test", officer(session), ["officer"])
+    session.commit()
+    response = api.post("/api/v1/exchanges", json=ALLOWED, headers=seen)
+    assert response.status_code == 201, response.json
+
+
+def test_a_user_enabled_again_may_submit_at_once(api, seen, session):
+    disable(session)
+    session.commit()
+    assert api.get("/api/v1/me", headers=seen).status_code == 401  # kept in memory as disabled
+    user = officer(session)
+    user.is_enabled = True
+    session.commit()
+    response = api.post("/api/v1/exchanges", json=ALLOWED, headers=seen)
+    assert response.status_code == 201, response.json
+
+
+def test_a_register_changed_since_the_last_read_is_read_and_the_exchange_decided_again(api, seen, session,
+                                                                                       statements):
+    before = exchanges(session)
+    session.execute(text("UPDATE register_revision SET revision = revision + 1"))
+    session.commit()
+    statements.clear()
+    response = api.post("/api/v1/exchanges", json=ALLOWED, headers=seen)
+    assert response.status_code == 201, response.json
+    assert exchanges(session) == before + 1
+    kinds = [" ".join(s.split()[:3]) if s.startswith("INSERT") else "revisions" for s in statements
+             if s.startswith("INSERT INTO exchanges") or (s.startswith("SELECT") and "register_revision" in s)]
+    assert kinds == ["INSERT INTO exchanges", "revisions", "INSERT INTO exchanges"], statements
+    from app.audit import service as audit
+
+    assert audit.verify_current(session).ok
 
 
 def test_roles_withdrawn_hold_from_the_next_request(api, seen, session):

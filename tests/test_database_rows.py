@@ -4,11 +4,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, exists, func, inspect, select
 
 from app.auth.models import ApiToken, User
 from app.clock import as_utc, utcnow
-from app.database import insert_row, insert_row_reading
+from app.database import NotInserted, insert_row, insert_row_reading
 from app.decisions.models import Exchange, Resolution
 from app.registry.models import Organisation
 
@@ -121,6 +121,31 @@ def test_an_insert_sent_straight_stores_what_sqlalchemys_path_would(session, dem
     stored = session.get(Exchange, exchange.id)
     assert {key: getattr(stored, key) for key in sent} == sent
     assert as_utc(stored.requested_at) == sent_at  # SQLite keeps no zone; PostgreSQL's comes back
+
+
+@pytest.mark.parametrize("holds", [True, False])
+def test_an_insert_with_a_condition_writes_only_where_it_holds(session, demo, cursors, holds):
+    """``only_if``: the database checks the condition as it inserts; where it does not hold,
+    nothing is written, the session goes on, and the object stays new."""
+    user = session.scalar(select(User).where(User.email == OFFICER))
+    cursors.clear()
+    condition = exists().where(User.email == bindparam("expected_email"))
+    insert_row(session, new_token(user, prefix="rowtest0"))
+    [unconditional] = cursors
+    token = new_token(user)
+    cursors.clear()
+    if holds:
+        inserted, extra = insert_row_reading(session, token, (func.lower("A"),), only_if=condition,
+                                             only_if_values={"expected_email": OFFICER})
+        assert inserted is token and token.id and extra == ("a",)
+    else:
+        with pytest.raises(NotInserted):
+            insert_row_reading(session, token, (func.lower("A"),), only_if=condition,
+                               only_if_values={"expected_email": "someone-else@example.org"})
+        assert inspect(token).transient
+    assert cursors == [unconditional], "sent the way it would be without a condition"
+    assert session.scalar(select(func.count()).select_from(ApiToken).where(ApiToken.prefix == "rowtest1")) == holds
+    session.commit()
 
 
 def test_an_insert_with_a_python_default_to_work_out_takes_sqlalchemys_path(session, demo, cursors):

@@ -33,9 +33,25 @@ def is_public(path: str) -> bool:
     return any(path == public or path.startswith(public + "/") for public in PUBLIC_PATHS)
 
 
+#: Endpoints whose first statement is their one write, which confirms the revisions the
+#: request's authentication took as read (``tokens.authenticate(confirm_with_write=True)``).
+CONFIRMED_BY_WRITE: set[str] = set()
+
+
+def confirmed_by_its_write(blueprint):
+    """Mark a view as one whose write confirms its authentication's revisions: it passes
+    ``g.unconfirmed_revisions`` to that write and, on ``tokens.RevisionsMoved``, rolls back,
+    calls ``authenticate_again`` and starts over."""
+    def mark(view):
+        CONFIRMED_BY_WRITE.add(f"{blueprint.name}.{view.__name__}")
+        return view
+    return mark
+
+
 def authenticate_request() -> None:
     """Run before every API request; sets ``g.api_user``, ``g.api_scopes`` and
-    ``g.register_revision`` (read with the token) or refuses with 401.
+    ``g.register_revision`` (read with the token) or refuses with 401; and
+    ``g.unconfirmed_revisions``, for a view ``confirmed_by_its_write``.
 
     Every request counts against a rate limit: its token's once the token is known, the client's
     address before that (the public document, a missing or a bad token), so 429 comes before 401.
@@ -51,16 +67,38 @@ def authenticate_request() -> None:
     now = utcnow()
     session = db.session()  # not the scoped proxy, which looks the session up again on every call
     authenticated = tokens.authenticate(session, credential.strip(), now=now,
-                                        pepper=current_app.config["TOKEN_PEPPER"])
+                                        pepper=current_app.config["TOKEN_PEPPER"],
+                                        confirm_with_write=request.endpoint in CONFIRMED_BY_WRITE)
     if authenticated is None:
         ratelimit.hit_address()
         raise Unauthenticated("The API token is unknown, expired or revoked.")
     ratelimit.hit_token(authenticated.token_id)
     if tokens.use_is_due(session, authenticated.token_id, now):
+        if authenticated.unconfirmed is not None:
+            authenticated = _authenticate_reading(credential.strip(), now)  # a use of a live token only
         _record_use(authenticated.token_id, now)
+    _keep(authenticated)
+
+
+def authenticate_again() -> None:
+    """After ``tokens.RevisionsMoved`` (and a rollback): the request's authentication again,
+    reading the revisions, or 401 if the token no longer stands."""
+    header = request.headers.get("Authorization", "")
+    _keep(_authenticate_reading(header.partition(" ")[2].strip(), utcnow()))
+
+
+def _authenticate_reading(credential: str, now: datetime) -> tokens.Authenticated:
+    authenticated = tokens.authenticate(db.session(), credential, now=now, pepper=current_app.config["TOKEN_PEPPER"])
+    if authenticated is None:
+        raise Unauthenticated("The API token is unknown, expired or revoked.")
+    return authenticated
+
+
+def _keep(authenticated: tokens.Authenticated) -> None:
     g.api_user = authenticated.user
     g.api_scopes = authenticated.scopes
     g.register_revision = authenticated.register_revision
+    g.unconfirmed_revisions = authenticated.unconfirmed
 
 
 def _record_use(token_id: int, now: datetime) -> None:

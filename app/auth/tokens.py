@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import TypeVar
 
-from sqlalchemy import URL, Select, bindparam, func, inspect, or_, select, update
+from sqlalchemy import URL, ColumnElement, Select, and_, bindparam, func, inspect, or_, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
@@ -96,17 +96,28 @@ class Authenticated:
     user: User
     #: The register revision, read with the access revision (``registry.service.current_revision``).
     register_revision: int
+    #: The (register, access) revisions taken as read without reading them, with
+    #: ``confirm_with_write``: the request's write must confirm them (``revisions_unchanged``).
+    unconfirmed: tuple[int, int] | None = None
+
+
+class RevisionsMoved(Exception):
+    """A write that was to confirm an authentication's revisions found them moved: nothing was
+    written. Roll back and authenticate again, reading them."""
 
 
 #: Principals by (database URL, token prefix). Bounded: past the limit it starts again empty.
 _principals: dict[tuple[URL, str], Principal] = {}
 _MAX_PRINCIPALS = 10_000
+#: The (register, access) revisions last read, by database URL: what ``confirm_with_write`` takes.
+_revisions_read: dict[URL, tuple[int, int]] = {}
 #: When each token's use was last written, by (database URL, token id), so that a busy token
 #: costs one ``last_used_at`` write a minute however many requests it makes.
 _last_use: dict[tuple[URL, int], datetime | None] = {}
 
 
-def authenticate(session: Session, plaintext: str, *, now: datetime, pepper: str) -> Authenticated | None:
+def authenticate(session: Session, plaintext: str, *, now: datetime, pepper: str,
+                 confirm_with_write: bool = False) -> Authenticated | None:
     """The live token ``plaintext`` names, or None; constant-time on the secret.
 
     A token seen before costs one small statement: the access and register revisions. Its
@@ -115,30 +126,56 @@ def authenticate(session: Session, plaintext: str, *, now: datetime, pepper: str
     0013) in the transaction of the change, so that change holds from the next request on.
     Otherwise the token, its user, organisation and roles are loaded in one statement with both
     revisions, which reads them all from one snapshot.
+
+    ``confirm_with_write``: for a request whose first statement is its one write, a token seen
+    before costs no statement at all. The revisions are taken to be those last read here
+    (``Authenticated.unconfirmed``), and the write must hold them as its condition
+    (``revisions_unchanged``): where they moved, it writes nothing and the caller starts again
+    from an authentication that reads them (``RevisionsMoved``). So the guarantee is the same.
     """
     if not plaintext.startswith(TOKEN_PREFIX):
         return None
     public, _, secret = plaintext[len(TOKEN_PREFIX):].partition("_")
     if not public or not secret:
         return None
-    key = (session.get_bind().url, public)
-    principal, user = _principals.get(key), None
+    url = session.get_bind().url
+    key = (url, public)
+    principal, user, unconfirmed = _principals.get(key), None, None
     if principal is not None:
-        register_revision, access_revision = read_row(session, _revisions(), _revisions_sql())
-        if access_revision != principal.access_revision:
-            principal = None
+        last_read = _revisions_read.get(url)
+        if confirm_with_write and last_read is not None:
+            register_revision, access_revision = unconfirmed = (last_read[0], principal.access_revision)
+        else:
+            register_revision, access_revision = _revisions_read[url] = read_row(session, _revisions(),
+                                                                                  _revisions_sql())
+            if access_revision != principal.access_revision:
+                principal = None
     if principal is None:
         row = session.execute(_token_by_prefix(), {"prefix": public}).unique().one_or_none()
         if row is None:
             return None
         token, register_revision, access_revision = row
+        _revisions_read[url] = (register_revision, access_revision)
         principal, user = _remember(key, token, access_revision), token.user
     if not hmac.compare_digest(principal.token_hash, _digest(pepper, plaintext)):
         return None
     if principal.is_revoked or as_utc(principal.expires_at) <= now or not principal.is_user_enabled:
-        return None
+        # Refused on revisions not read: read them, in case the user was enabled again since.
+        return None if unconfirmed is None else authenticate(session, plaintext, now=now, pepper=pepper)
     return Authenticated(principal.token_id, principal.scopes, user or _attach(session, principal.user),
-                         register_revision)
+                         register_revision, unconfirmed)
+
+
+@cache
+def revisions_unchanged() -> ColumnElement[bool]:
+    """The condition of a write that confirms ``Authenticated.unconfirmed``: both revisions are
+    still those, given as ``revisions_values``. Built once, like the statements below."""
+    return and_(registry.revision_subquery() == bindparam("unconfirmed_register_revision"),
+                _access_revision_subquery() == bindparam("unconfirmed_access_revision"))
+
+
+def revisions_values(unconfirmed: tuple[int, int]) -> dict[str, int]:
+    return {"unconfirmed_register_revision": unconfirmed[0], "unconfirmed_access_revision": unconfirmed[1]}
 
 
 @cache

@@ -8,11 +8,13 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic_core import to_json, to_jsonable_python
 
 from app import database
-from app.api.auth import api_user
+from app.api.auth import api_user, authenticate_again, confirmed_by_its_write
 from app.api.errors import standard_responses
+from app.auth import tokens
 from app.clock import utcnow
 from app.decisions import service
 from app.decisions.models import Exchange
+from app.errors import AccordError
 from app.decisions.schemas import (
     DecisionOut,
     EmergencyReviewIn,
@@ -72,14 +74,27 @@ def check_exchange(body: ExchangeRequestIn):
 
 
 @api.post("/exchanges", responses={201: ExchangeOut})
+@confirmed_by_its_write(api)
 def record_exchange(body: ExchangeRequestIn):
     """Record a proposed exchange: decided as of now, stored with its audit event in one transaction."""
-    user = api_user("submit")
     # The session itself, not the scoped proxy: every call through ``db.session`` looks the
     # session up from the app context again, and recording one makes some twenty.
     session = db.session()
-    exchange = service.record(session, user, body.model_dump(mode="json", exclude_unset=True), now=utcnow(),
-                              register_revision=g.register_revision)
+    data = body.model_dump(mode="json", exclude_unset=True)
+    unconfirmed = g.unconfirmed_revisions
+    try:
+        exchange = service.record(session, api_user("submit"), data, now=utcnow(),
+                                  register_revision=g.register_revision, unconfirmed=unconfirmed)
+    except (tokens.RevisionsMoved, AccordError):
+        if unconfirmed is None:
+            raise
+        # The write found the register or the token's standing moved since this worker last
+        # read them, or the request was refused on what it last read: decided again, on what
+        # the database holds now.
+        session.rollback()
+        authenticate_again()
+        exchange = service.record(session, api_user("submit"), data, now=utcnow(),
+                                  register_revision=g.register_revision)
     database.commit(session)
     return json_response(_exchange_fields(exchange), HTTPStatus.CREATED)
 

@@ -22,7 +22,8 @@ from app.audit import service as audit
 from app.auth.models import Role, User
 from app.auth.permissions import require_role
 from app.clock import LONDON, as_utc
-from app.database import insert_row_reading
+from app.auth import tokens
+from app.database import NotInserted, insert_row_reading
 from app.decisions.engine import Decision, ExchangeRequest, OrganisationFacts, Snapshot, decide
 from app.decisions.models import EmergencyReview, Exchange, Resolution
 from app.decisions.snapshot import InvalidRequest, build_snapshot, request_from_dict
@@ -162,11 +163,14 @@ def check(session: Session, actor: User, data: Mapping[str, Any], *, now: dateti
 
 
 def record(session: Session, actor: User, data: Mapping[str, Any], *, now: datetime,
-           register_revision: int | None = None) -> Exchange:
+           register_revision: int | None = None, unconfirmed: tuple[int, int] | None = None) -> Exchange:
     """Record a proposed exchange and its decision, decided as of now, with its audit event,
     which is the transaction's last write: commit with ``app.database.commit``.
 
-    ``register_revision``: as for ``current_register``."""
+    ``register_revision``: as for ``current_register``. ``unconfirmed``: the revisions an API
+    authentication took as read (``tokens.Authenticated.unconfirmed``); the exchange's INSERT
+    holds them as its condition, and raises ``tokens.RevisionsMoved`` having written nothing if
+    either moved."""
     require_role(actor, *REQUESTERS, action="submit an exchange")
     if data.get("as_of") is not None:
         raise ValidationFailed({"as_of": "A recorded exchange is always decided as of now: remove as_of, "
@@ -200,7 +204,15 @@ def record(session: Session, actor: User, data: Mapping[str, Any], *, now: datet
     event = audit.draft(action="exchange.recorded", actor=actor, organisation=request.from_org,
                         subject_type="exchange", occurred_at=now, details=_audit_details(exchange, decision))
     # The exchange's INSERT also takes the audit chain's lock and reads its head (PostgreSQL).
-    exchange, head = insert_row_reading(session, exchange, audit.head_columns(session))
+    if unconfirmed is None:
+        exchange, head = insert_row_reading(session, exchange, audit.head_columns(session))
+    else:
+        try:
+            exchange, head = insert_row_reading(session, exchange, audit.head_columns(session),
+                                                only_if=tokens.revisions_unchanged(),
+                                                only_if_values=tokens.revisions_values(unconfirmed))
+        except NotInserted:
+            raise tokens.RevisionsMoved() from None
     if decision.emergency_accepted:
         due = decision.retrospective_review_due or (now.astimezone(LONDON).date() + timedelta(days=snapshot.kmisa.emergency_review_days))
         session.add(EmergencyReview(exchange=exchange, due_on=due))
