@@ -10,7 +10,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import event, func, inspect, select, text, update
+from sqlalchemy.orm import Session as SessionBase
+from sqlalchemy.orm import object_session
 
 from app.auth import service as auth_service
 from app.auth import tokens
@@ -158,6 +160,37 @@ def test_a_register_changed_since_the_last_read_is_read_and_the_exchange_decided
     from app.audit import service as audit
 
     assert audit.verify_current(session).ok
+
+
+EMERGENCY = {"from_org": "kent-police", "to_org": "bluewater", "purpose": "crime_prevention",
+             "data_categories": ["identity"], "subject_types": ["offender"], "transfer_method": "accord_transfer",
+             "lawful_basis": "e", "one_off": True, "retention_months": 6,
+             "emergency": {"category": "risk_to_life", "justification": "A threat to kill, made today"}}
+
+
+@pytest.mark.parametrize("body", [ALLOWED, EMERGENCY], ids=["protocol", "emergency"])
+def test_a_submission_reads_the_principals_copy_of_the_user_and_never_takes_it_into_its_session(
+        api, seen, session, body):
+    principal = next(p for p in tokens._principals.values() if p.user.email == OFFICER)
+    attached = []
+
+    def note(_session, instance) -> None:
+        attached.append(instance)
+
+    event.listen(SessionBase, "detached_to_persistent", note)
+    try:
+        response = api.post("/api/v1/exchanges", json=body, headers=seen)
+    finally:
+        event.remove(SessionBase, "detached_to_persistent", note)
+    assert response.status_code == 201, response.json
+    assert response.json["requested_by"] == OFFICER
+    shared = {id(principal.user), id(principal.user.organisation), *(id(row) for row in principal.user.role_rows)}
+    assert not [obj for obj in attached if id(obj) in shared], "the principal's copy was taken into a session"
+    assert inspect(principal.user).detached and object_session(principal.user) is None
+    assert not inspect(principal.user.organisation).session_id
+    stored = session.get(Exchange, response.json["id"])
+    assert stored.requested_by_id == principal.user.id
+    assert (stored.emergency_review is not None) == ("emergency" in body)
 
 
 def test_roles_withdrawn_hold_from_the_next_request(api, seen, session):

@@ -92,7 +92,10 @@ class Principal:
 class Authenticated:
     token_id: int
     scopes: frozenset[str]
-    #: The token's user, in the caller's session.
+    #: The token's user, in the caller's session; or, with ``unconfirmed``, the copy kept in
+    #: memory with the principal, detached and shared by every request: to read, and to refer
+    #: to by id, never to add to a session or change (putting a copy in the session cost more
+    #: CPU than anything else in checking a token).
     user: User
     #: The register revision, read with the access revision (``registry.service.current_revision``).
     register_revision: int
@@ -162,8 +165,11 @@ def authenticate(session: Session, plaintext: str, *, now: datetime, pepper: str
     if principal.is_revoked or as_utc(principal.expires_at) <= now or not principal.is_user_enabled:
         # Refused on revisions not read: read them, in case the user was enabled again since.
         return None if unconfirmed is None else authenticate(session, plaintext, now=now, pepper=pepper)
+    if unconfirmed is not None:
+        # The principal's own copy of the user, detached: see ``Authenticated.user``.
+        return Authenticated(principal.token_id, principal.scopes, principal.user, register_revision, unconfirmed)
     return Authenticated(principal.token_id, principal.scopes, user or _attach(session, principal.user),
-                         register_revision, unconfirmed)
+                         register_revision)
 
 
 @cache

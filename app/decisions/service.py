@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Select, bindparam, func, or_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.audit import service as audit
 from app.auth.models import Role, User
@@ -191,7 +192,7 @@ def record(session: Session, actor: User, data: Mapping[str, Any], *, now: datet
         if decision.protocol_code else None
     exchange = Exchange(
         from_organisation_id=ids[request.from_org], to_organisation_id=ids[request.to_org],
-        requested_by=actor, requested_at=now, purpose=request.purpose, protocol_code=decision.protocol_code,
+        requested_by_id=actor.id, requested_at=now, purpose=request.purpose, protocol_code=decision.protocol_code,
         protocol_version=decision.protocol_version, protocol_hash=decision.protocol_hash,
         subgroup_code=protocol.subgroup if protocol else None, bundle_hash=decision.bundle_hash,
         outcome=decision.outcome.value, is_one_off=request.protocol is None,
@@ -217,6 +218,9 @@ def record(session: Session, actor: User, data: Mapping[str, Any], *, now: datet
         due = decision.retrospective_review_due or (now.astimezone(LONDON).date() + timedelta(days=snapshot.kmisa.emergency_review_days))
         session.add(EmergencyReview(exchange=exchange, due_on=due))
     audit.append_at_commit(session, event, subject_id=exchange.id, locked_head=head or None)
+    # Read with the exchange, as a load would put it; by id above, as ``actor`` may be the
+    # principal's detached copy (``tokens.Authenticated.user``), which no session may take in.
+    set_committed_value(exchange, "requested_by", actor)
     return exchange
 
 
