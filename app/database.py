@@ -120,6 +120,29 @@ def insert_row(session: Session, obj: Model) -> Model:
     return insert_row_reading(session, obj)[0]
 
 
+def new_row(model: type[Model], **values: Any) -> Model:
+    """A new ``model`` object for ``insert_row``, made as a load makes one: ``values`` (column
+    attributes, and relationships given as None: known to have none) go straight into its
+    ``__dict__``, without the attribute events of the constructor, which ``insert_row`` has no
+    use for (the exchange's twenty took 20 us of CPU, against 1). Unknown names are refused, as
+    the constructor refuses them."""
+    mapper = inspect(model)
+    unknown = [name for name, value in values.items()
+               if name not in _column_attribute_names(mapper)
+               and not (value is None and name in mapper.relationships)]
+    if unknown:
+        raise TypeError(f"{', '.join(sorted(unknown))}: not a column of {model.__name__} (or a relationship "
+                        "given other than as None)")
+    obj = mapper.class_manager.new_instance()
+    obj.__dict__.update(values)
+    return obj
+
+
+@cache
+def _column_attribute_names(mapper) -> frozenset[str]:
+    return frozenset(attribute.key for attribute in mapper.column_attrs)
+
+
 class NotInserted(Exception):
     """``insert_row_reading``'s condition (``only_if``) did not hold: nothing was written."""
 

@@ -8,7 +8,7 @@ from sqlalchemy import bindparam, exists, func, inspect, select
 
 from app.auth.models import ApiToken, User
 from app.clock import as_utc, utcnow
-from app.database import NotInserted, insert_row, insert_row_reading
+from app.database import NotInserted, insert_row, insert_row_reading, new_row
 from app.decisions.models import Exchange, Resolution
 from app.registry.models import Organisation
 
@@ -268,3 +268,25 @@ def test_staging_refuses_a_row_with_a_column_missing_or_unknown_and_stages_nothi
     database.commit(session)
     assert not [s for s in statements if s.startswith("INSERT")]
     assert stored_actions(session) == []
+
+
+def test_new_row_makes_an_object_insert_row_writes_as_the_constructors_would_be(session, demo):
+    user = session.scalar(select(User).where(User.email == OFFICER))
+    token = insert_row(session, new_row(ApiToken, user_id=user.id, name="new_row test", prefix="newrow01",
+                                        token_hash="0" * 64, expires_at=utcnow() + timedelta(days=1),
+                                        revoked_at=None))
+    session.commit()
+    session.expire_all()
+    stored = session.get(ApiToken, token.id)
+    assert (stored.name, stored.prefix, stored.user_id, stored.scopes, stored.revoked_at) == (
+        "new_row test", "newrow01", user.id, [], None)
+    assert stored.user.email == OFFICER
+
+
+@pytest.mark.parametrize(("values", "named"), [
+    ({"prefix": "x", "surprise": 1}, "surprise"),
+    ({"prefix": "x", "user": object()}, "user"),  # a relationship, only ever as None
+])
+def test_new_row_refuses_what_is_not_a_column(values, named):
+    with pytest.raises(TypeError, match=named):
+        new_row(ApiToken, **values)

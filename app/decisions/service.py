@@ -24,7 +24,7 @@ from app.auth.models import Role, User
 from app.auth.permissions import require_role
 from app.clock import LONDON, as_utc
 from app.auth import tokens
-from app.database import NotInserted, insert_row_reading
+from app.database import NotInserted, insert_row_reading, new_row
 from app.decisions.engine import Decision, ExchangeRequest, OrganisationFacts, Snapshot, decide
 from app.decisions.models import EmergencyReview, Exchange, Resolution
 from app.decisions.snapshot import InvalidRequest, build_snapshot, request_from_dict
@@ -190,8 +190,8 @@ def record(session: Session, actor: User, data: Mapping[str, Any], *, now: datet
                                 f"There is no organisation with the code {c!r}" for c in missing})
     protocol = snapshot.protocols.get((decision.protocol_code, decision.protocol_version)) \
         if decision.protocol_code else None
-    exchange = Exchange(
-        from_organisation_id=ids[request.from_org], to_organisation_id=ids[request.to_org],
+    exchange = new_row(
+        Exchange, from_organisation_id=ids[request.from_org], to_organisation_id=ids[request.to_org],
         requested_by_id=actor.id, requested_at=now, purpose=request.purpose, protocol_code=decision.protocol_code,
         protocol_version=decision.protocol_version, protocol_hash=decision.protocol_hash,
         subgroup_code=protocol.subgroup if protocol else None, bundle_hash=decision.bundle_hash,
