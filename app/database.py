@@ -183,8 +183,7 @@ def insert_row_reading(session: Session, obj: Model, also: tuple[ColumnElement, 
     if driver_insert is not None:
         row = driver_insert.run(connection, parameters)
     else:
-        result = connection.execute(_insert(table, missing, also, only_if, keys if only_if is not None else frozenset()),
-                                    parameters)
+        result = connection.execute(_insert(table, missing, also, only_if, keys), parameters)
         row = result.one_or_none() if missing or also or only_if is not None else ()
     if row is None:
         raise NotInserted(f"{table.name}: the condition of the INSERT did not hold")
@@ -214,9 +213,10 @@ def _column_values(state) -> dict:
 @cache
 def _insert(table: Table, returning: tuple[str, ...], also: tuple[ColumnElement, ...] = (),
             only_if: ColumnElement[bool] | None = None, keys: frozenset[str] = frozenset()) -> Insert:
-    """Built once per table, set of columns read back and extra expressions: building a statement,
-    and working out its cache key, costs more than running a small one. With ``only_if``, the
-    row's values (``keys``, one parameter each) are selected where the condition holds."""
+    """Built once per table, set of columns read back, extra expressions, condition and set of
+    columns given: building a statement, and working out its cache key, costs more than running a
+    small one. With ``only_if``, the row's values (``keys``, one parameter each) are selected where
+    the condition holds; without it, ``keys`` changes nothing."""
     statement = table.insert()
     if only_if is not None:
         given = sorted(keys)
@@ -280,8 +280,7 @@ def _driver_insert(dialect, table: Table, keys: frozenset[str], returning: tuple
     of a column not given, a bind name it must escape): then its own path runs the statement."""
     if dialect.name != "postgresql" or dialect.driver != "psycopg":
         return None
-    compiled = _insert(table, returning, also, only_if, keys if only_if is not None else frozenset()).compile(
-        dialect=dialect, column_keys=sorted(keys))
+    compiled = _insert(table, returning, also, only_if, keys).compile(dialect=dialect, column_keys=sorted(keys))
     if compiled.insert_prefetch or compiled.escaped_bind_names or compiled.positiontup:
         return None
     fixed, conversions = {}, []

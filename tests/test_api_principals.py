@@ -11,8 +11,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import event, func, inspect, select, text, update
-from sqlalchemy.orm import Session as SessionBase
-from sqlalchemy.orm import object_session
+from sqlalchemy.orm import Session as SessionBase, object_session
 
 from app.auth import service as auth_service
 from app.auth import tokens

@@ -24,6 +24,9 @@ class MissingScope(AccordError):
     code = "insufficient_scope"
 
 
+#: Why a token is refused, whichever check refused it: telling them apart would help a guesser.
+TOKEN_REFUSED = "The API token is unknown, expired or revoked."
+
 #: API paths anyone may read: the document and the explorer.
 PUBLIC_PATHS = ("/api/v1/openapi.json", "/api/v1/swagger")
 
@@ -71,7 +74,7 @@ def authenticate_request() -> None:
                                         confirm_with_write=request.endpoint in CONFIRMED_BY_WRITE)
     if authenticated is None:
         ratelimit.hit_address()
-        raise Unauthenticated("The API token is unknown, expired or revoked.")
+        raise Unauthenticated(TOKEN_REFUSED)
     ratelimit.hit_token(authenticated.token_id)
     if tokens.use_is_due(session, authenticated.token_id, now):
         if authenticated.unconfirmed is not None:
@@ -90,7 +93,7 @@ def authenticate_again() -> None:
 def _authenticate_reading(credential: str, now: datetime) -> tokens.Authenticated:
     authenticated = tokens.authenticate(db.session(), credential, now=now, pepper=current_app.config["TOKEN_PEPPER"])
     if authenticated is None:
-        raise Unauthenticated("The API token is unknown, expired or revoked.")
+        raise Unauthenticated(TOKEN_REFUSED)
     return authenticated
 
 

@@ -14,7 +14,6 @@ from app.auth import tokens
 from app.clock import utcnow
 from app.decisions import service
 from app.decisions.models import Exchange
-from app.errors import AccordError
 from app.decisions.schemas import (
     DecisionOut,
     EmergencyReviewIn,
@@ -25,6 +24,7 @@ from app.decisions.schemas import (
     ExchangeRequestIn,
     ResolutionIn,
 )
+from app.errors import AccordError
 from app.extensions import db
 
 tag = Tag(name="Exchanges", description="Check and record proposed exchanges of personal data")

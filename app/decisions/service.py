@@ -11,8 +11,8 @@ import dataclasses
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache
 from datetime import date, datetime, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Select, bindparam, func, or_, select
@@ -20,10 +20,10 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.audit import service as audit
+from app.auth import tokens
 from app.auth.models import Role, User
 from app.auth.permissions import require_role
 from app.clock import LONDON, as_utc
-from app.auth import tokens
 from app.database import NotInserted, insert_row_reading, new_row
 from app.decisions.engine import Decision, ExchangeRequest, OrganisationFacts, Snapshot, decide
 from app.decisions.models import EmergencyReview, Exchange, Resolution
@@ -205,15 +205,12 @@ def record(session: Session, actor: User, data: Mapping[str, Any], *, now: datet
     event = audit.draft(action="exchange.recorded", actor=actor, organisation=request.from_org,
                         subject_type="exchange", occurred_at=now, details=_audit_details(exchange, decision))
     # The exchange's INSERT also takes the audit chain's lock and reads its head (PostgreSQL).
-    if unconfirmed is None:
-        exchange, head = insert_row_reading(session, exchange, audit.head_columns(session))
-    else:
-        try:
-            exchange, head = insert_row_reading(session, exchange, audit.head_columns(session),
-                                                only_if=tokens.revisions_unchanged(),
-                                                only_if_values=tokens.revisions_values(unconfirmed))
-        except NotInserted:
-            raise tokens.RevisionsMoved() from None
+    condition = {} if unconfirmed is None else {"only_if": tokens.revisions_unchanged(),
+                                                "only_if_values": tokens.revisions_values(unconfirmed)}
+    try:
+        exchange, head = insert_row_reading(session, exchange, audit.head_columns(session), **condition)
+    except NotInserted:
+        raise tokens.RevisionsMoved() from None
     if decision.emergency_accepted:
         due = decision.retrospective_review_due or (now.astimezone(LONDON).date() + timedelta(days=snapshot.kmisa.emergency_review_days))
         session.add(EmergencyReview(exchange=exchange, due_on=due))
