@@ -4,8 +4,7 @@
 # another. Distributions build theirs optimised (Debian's: profile-guided and link-time, the
 # interpreter linked statically), a default pyenv build is neither, and under the load scenario the
 # service spent some 15 % less CPU a request on Debian's (docs/production.md, "The interpreter").
-SYSTEM_PYTHON := $(wildcard /usr/bin/python3)
-PYTHON ?= $(if $(SYSTEM_PYTHON),$(if $(shell $(SYSTEM_PYTHON) -c 'import sys, ensurepip, venv; print("yes" if sys.version_info >= (3, 11) else "")' 2>/dev/null),$(SYSTEM_PYTHON),python3),python3)
+PYTHON ?= $(if $(shell /usr/bin/python3 -c 'import sys, ensurepip, venv; print("yes" if sys.version_info >= (3, 11) else "")' 2>/dev/null),/usr/bin/python3,python3)
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000

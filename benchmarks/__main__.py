@@ -42,8 +42,10 @@ def machine() -> dict[str, object]:
             cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "cpu": cpu, "memory": memory}
+    # The interpreter's path too: how it was built moves CPU-bound figures by some 15 % (a default pyenv
+    # build against Debian's; docs/production.md, "The interpreter").
+    return {"python": platform.python_version(), "python_executable": os.path.realpath(sys.executable),
+            "platform": platform.platform(), "cpus": os.cpu_count(), "cpu": cpu, "memory": memory}
 
 
 def flatten(prefix: str, value: object, out: dict[str, object]) -> None:
@@ -70,7 +72,7 @@ def write_summary(info: dict[str, object], failed: list[str]) -> None:
     records = latest_records()
     results: dict[str, dict[str, object]] = {}
     lines = ["# Accord benchmarks", "", f"Machine: {info['cpus']} CPUs, {info['cpu']}, {info['memory']}, "
-             f"Python {info['python']}", "", "| benchmark | measured at (load) | status |", "|---|---|---|"]
+             f"Python {info['python']} ({info['python_executable']})", "", "| benchmark | measured at (load) | status |", "|---|---|---|"]
     for name, record in records.items():
         status = "failed in the latest run; figures below are older" if name in failed else "ok"
         if record is None:

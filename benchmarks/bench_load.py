@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -64,10 +63,7 @@ def run(seconds: float | None = None, clients: int = 32, instances: int = 2, wor
             "setup": {"instances": instances, "workers_per_instance": workers,
                       "threads_per_worker": threads or "gunicorn.conf.py", "schedulers": len(stack.schedulers),
                       "clients": clients, "seconds": seconds, "mix": load.MIX,
-                      "database": "PostgreSQL 15 (throwaway, loopback, fsync and synchronous_commit on)",
-                      # Servers and clients alike run on this interpreter; how it was built moves the
-                      # figures by some 15 % (docs/production.md, "The interpreter").
-                      "python": f"{platform.python_version()} ({os.path.realpath(sys.executable)})"},
+                      "database": "PostgreSQL 15 (throwaway, loopback, fsync and synchronous_commit on)"},
             "machine_load": {"loadavg_1min_before": round(load_before[0], 2),
                              "loadavg_1min_after": round(load_after[0], 2), "cpus": os.cpu_count(),
                              # The same Python on one core before and after (load.host_speed_ms):
